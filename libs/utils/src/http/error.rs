@@ -1,0 +1,173 @@
+//! The one error type every HTTP handler returns, and extractors that produce it.
+//!
+//! Every failure reaches the client as JSON `{"msg": …}` with a status code that says whose
+//! fault it is: 4xx for the caller (bad input, unknown ids, auth), 503 for "try again"
+//! (shutting down, not ready), 500 for our bugs. axum's own extractor rejections are plain
+//! text, so handlers take [`Json`], [`Path`] and [`Query`] from here instead of axum's.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use http::request::Parts;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthError;
+
+/// An HTTP API failure; its `Display` is the `msg` the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: malformed body, path or query.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no token, or a token that does not verify.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a valid token without the right to do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: unknown tenant, timeline, route…
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: conflicts with existing state (already exists, wrong state).
+    #[error("{0}")]
+    Conflict(String),
+    /// 412: a precondition of the request does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// 503: temporarily unable (not ready, overloaded); the client should retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 503: the service is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// 504: the operation did not finish in time; it may still complete.
+    #[error("{0}")]
+    Timeout(String),
+    /// 500: a bug or an unexpected failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub msg: String,
+}
+
+impl ApiError {
+    /// An internal error from anything printable (keeps the whole cause chain when given
+    /// an `anyhow::Error` formatted with `{:#}` by the caller).
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+
+    /// The HTTP status this error is sent with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            ApiError::Unavailable(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let msg = self.to_string();
+        match &self {
+            ApiError::Internal(_) => tracing::error!(%status, "request failed: {msg}"),
+            ApiError::Timeout(_) => tracing::warn!(%status, "request failed: {msg}"),
+            _ => tracing::info!(%status, "request failed: {msg}"),
+        }
+        (status, axum::Json(ErrorBody { msg })).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::MissingToken | AuthError::InvalidToken(_) | AuthError::Expired => {
+                ApiError::Unauthorized(e.to_string())
+            }
+            AuthError::WrongScope { .. } | AuthError::TenantMismatch { .. } => {
+                ApiError::Forbidden(e.to_string())
+            }
+            AuthError::KeyLoad { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A JSON body; a malformed one is a 400 with a JSON error naming the problem.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(ApiError::BadRequest(format!(
+                "invalid request body: {}",
+                rejection.body_text()
+            ))),
+        }
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Path parameters; an unparsable one (e.g. a bad tenant id) is a 400 JSON error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    axum::extract::Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// Query parameters; a malformed query is a 400 JSON error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    axum::extract::Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
+    }
+}
