@@ -182,14 +182,17 @@ def test_log_scanner(tmp_path: Path):
         f"{TORN_LINE_MARKER}\n"
         "[strata-test] 2025-01-01 00:00:01 starting: ['pageserver', '--log', 'WARN ']\n"
         "thread 'main' panicked at pageserver/src/main.rs:1:1:\n"
+        '{"timestamp":"2025-01-01T00:00:00Z","level":"WARN","message":"json warning"}\n'
+        '{"timestamp":"2025-01-01T00:00:00Z","level":"INFO","message":"json info"}\n'
         "2025-01-01T00:00:00.000006Z ERROR pageserver: cut short by kill -9"
     )
     found = scan_log(log, RUST_ERROR_PATTERN)
-    assert [m.lineno for m in found] == [2, 3, 8]
+    assert [m.lineno for m in found] == [2, 3, 8, 9]
     assert "slow flush" in found[0].line
     assert str(found[1]).startswith(f"{log}:3: ")
     # Allow-lists are regexes searched anywhere in the line.
-    assert [m.lineno for m in scan_log(log, RUST_ERROR_PATTERN, [r"slow flush", "panicked"])] == [3]
+    allowed = [r"slow flush", "panicked", "json warning"]
+    assert [m.lineno for m in scan_log(log, RUST_ERROR_PATTERN, allowed)] == [3]
 
     nats_log = tmp_path / "nats.log"
     nats_log.write_text(
