@@ -1,0 +1,647 @@
+//! [`LocalFs`]: object storage in a local directory, the embedded default and the backend
+//! most tests use.
+//!
+//! Layout: the object `a/b/c` is the file `<root>/a/b/c`; its user metadata, when it has
+//! any, is the JSON sidecar `<root>/a/b/c.___metadata`. Keys whose last component ends in
+//! `___metadata` or `___temp` are reserved and refused.
+//!
+//! Invariants:
+//! - An upload streams into a temp file with a unique name next to the target (so
+//!   concurrent uploads of one key never share a file), fsyncs it, then renames it over the
+//!   target and fsyncs the directory (`utils::crashsafe::durable_rename`). Readers hold an
+//!   open file descriptor, so they see one complete version even while it is replaced.
+//! - The metadata sidecar and the rename are committed under a per-key lock (striped), so
+//!   within one process a head or download sees an object with the metadata of the same
+//!   upload. A crash between the sidecar write and the rename can leave the previous
+//!   object with the new metadata; nothing else depends on that pairing.
+//! - Listings follow S3 semantics: string prefixes, keys in byte order, and with a
+//!   delimiter a directory is a common prefix only if some object lies below it.
+//!   Directories left empty by deletes are removed.
+//! - A key cannot be both an object and a prefix of another key (`a` and `a/b`), as a file
+//!   system cannot hold a file and a directory of one name: such an upload is refused as
+//!   [`Error::BadInput`].
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::{self, SeekFrom};
+use std::num::NonZeroU32;
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use futures::{Stream, TryStreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use utils::crashsafe::{self, Sync, TEMP_SUFFIX};
+
+use crate::support::{ChunkReader, guard_stream, timed};
+use crate::{
+    Download, DownloadOpts, Error, Etag, Listing, ListingMode, ListingObject,
+    MAX_KEYS_PER_DELETE_S3, MAX_KEYS_PER_LIST_PAGE, ObjectMeta, RemotePath, RemoteStorage,
+    StorageMetadata, UploadSource, UploadStream, apply_max_keys,
+};
+
+/// Suffix of a metadata sidecar file.
+const METADATA_SUFFIX: &str = "___metadata";
+/// Number of lock stripes: enough that unrelated keys rarely wait on each other.
+const LOCK_STRIPES: usize = 64;
+/// Read and write granularity.
+const IO_CHUNK: usize = 1 << 20;
+
+/// A local directory used as object storage. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LocalFs {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: Utf8PathBuf,
+    timeout: Duration,
+    small_timeout: Duration,
+    sync: Sync,
+    locks: Vec<Mutex<()>>,
+}
+
+fn io_error(what: impl std::fmt::Display, e: io::Error) -> Error {
+    let err = anyhow::Error::new(e).context(what.to_string());
+    Error::Permanent(err)
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::Permanent(anyhow::anyhow!("local fs task failed: {e}"))
+}
+
+fn is_reserved(name: &str) -> bool {
+    name.ends_with(TEMP_SUFFIX) || name.ends_with(METADATA_SUFFIX)
+}
+
+fn sidecar_path(object: &Utf8Path) -> Utf8PathBuf {
+    Utf8PathBuf::from(format!("{object}.{METADATA_SUFFIX}"))
+}
+
+/// Content identity for etags: the rename gives every upload a new inode.
+fn etag_of(meta: &std::fs::Metadata) -> Etag {
+    Etag::new(format!(
+        "\"{:x}-{:x}-{:x}.{:x}\"",
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    ))
+}
+
+fn modified(meta: &std::fs::Metadata) -> SystemTime {
+    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn read_sidecar(object: &Utf8Path) -> Result<StorageMetadata, Error> {
+    let path = sidecar_path(object);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let map: std::collections::BTreeMap<String, String> = serde_json::from_slice(&bytes)
+                .map_err(|e| {
+                    Error::Permanent(anyhow::anyhow!("corrupt metadata file {path}: {e}"))
+                })?;
+            Ok(StorageMetadata::from_backend(map))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(StorageMetadata::new()),
+        Err(e) => Err(io_error(format!("read {path}"), e)),
+    }
+}
+
+/// Removes the temp file of an unfinished upload when the upload is dropped or fails.
+struct TempGuard(Option<Utf8PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl LocalFs {
+    /// Uses (and creates if needed) `root` as the storage directory.
+    pub fn new(
+        root: Utf8PathBuf,
+        timeout: Duration,
+        small_timeout: Duration,
+    ) -> Result<LocalFs, Error> {
+        crashsafe::create_dir_all(root.as_std_path(), Sync::Yes)
+            .map_err(|e| io_error(format!("create local storage root {root}"), e))?;
+        Ok(LocalFs {
+            inner: Arc::new(Inner {
+                root,
+                timeout,
+                small_timeout,
+                sync: Sync::Yes,
+                locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            }),
+        })
+    }
+
+    /// The storage directory.
+    pub fn root(&self) -> &Utf8Path {
+        &self.inner.root
+    }
+
+    fn object_path(&self, key: &RemotePath) -> Result<Utf8PathBuf, Error> {
+        key.ensure_object_key()?;
+        if is_reserved(key.object_name()) {
+            return Err(Error::BadInput(format!(
+                "key {key} ends with a suffix LocalFs reserves ({METADATA_SUFFIX}, {TEMP_SUFFIX})"
+            )));
+        }
+        Ok(self.inner.root.join(key.as_str()))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Streams `stream` into a fresh temp file next to `target` and commits it.
+    async fn write_object(
+        &self,
+        key: RemotePath,
+        target: Utf8PathBuf,
+        mut reader: ChunkReader,
+        metadata: Option<StorageMetadata>,
+    ) -> Result<(), Error> {
+        let dir = target
+            .parent()
+            .map(Utf8Path::to_owned)
+            .unwrap_or_else(|| self.inner.root.clone());
+        let name = target.file_name().unwrap_or("object");
+        let temp = dir.join(format!(
+            "{name}.{}.{TEMP_SUFFIX}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut guard = TempGuard(None);
+        // A concurrent delete may remove an emptied parent directory between our mkdir and
+        // our create; try again a few times.
+        let mut attempt = 0;
+        let mut file = loop {
+            attempt += 1;
+            let d = dir.clone();
+            let k = key.clone();
+            self.blocking(move |inner| {
+                crashsafe::create_dir_all(d.as_std_path(), inner.sync).map_err(|e| match e.kind() {
+                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
+                        Error::BadInput(format!(
+                            "key {k}: a parent is an object, so it cannot be a prefix on LocalFs"
+                        ))
+                    }
+                    _ => io_error(format!("create directory {d}"), e),
+                })
+            })
+            .await?;
+            match tokio::fs::File::create(&temp).await {
+                Ok(f) => break f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 5 => continue,
+                Err(e) => return Err(io_error(format!("create {temp}"), e)),
+            }
+        };
+        guard.0 = Some(temp.clone());
+        while let Some(piece) = reader.next_piece(IO_CHUNK).await? {
+            file.write_all(&piece)
+                .await
+                .map_err(|e| io_error(format!("write {temp}"), e))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| io_error(format!("write {temp}"), e))?;
+        drop(file);
+        let commit_temp = temp.clone();
+        self.blocking(move |inner| {
+            let _lock = inner.lock(&key);
+            inner.commit(&commit_temp, &target, &key, metadata.as_ref())
+        })
+        .await?;
+        guard.0 = None;
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn lock(&self, key: &RemotePath) -> MutexGuard<'_, ()> {
+        let mut h = DefaultHasher::new();
+        key.as_str().hash(&mut h);
+        let stripe = (h.finish() as usize) % self.locks.len();
+        self.locks[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Under the key lock: metadata sidecar, then the durable rename of the data.
+    fn commit(
+        &self,
+        temp: &Utf8Path,
+        target: &Utf8Path,
+        key: &RemotePath,
+        metadata: Option<&StorageMetadata>,
+    ) -> Result<(), Error> {
+        let sidecar = sidecar_path(target);
+        match metadata.filter(|m| !m.is_empty()) {
+            Some(m) => {
+                let json = serde_json::to_vec(&m.clone().into_map())
+                    .map_err(|e| Error::Permanent(e.into()))?;
+                crashsafe::overwrite(sidecar.as_std_path(), &json, self.sync)
+                    .map_err(|e| io_error(format!("write {sidecar}"), e))?;
+            }
+            None => match std::fs::remove_file(&sidecar) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(format!("remove {sidecar}"), e)),
+            },
+        }
+        crashsafe::durable_rename(temp.as_std_path(), target.as_std_path(), self.sync).map_err(
+            |e| {
+                if target.is_dir() {
+                    Error::BadInput(format!(
+                        "key {key} is a prefix of other keys, so it cannot be an object on LocalFs"
+                    ))
+                } else {
+                    io_error(format!("commit {target}"), e)
+                }
+            },
+        )
+    }
+
+    /// Opens an object with its metadata, consistently (under the key lock).
+    fn open(
+        &self,
+        key: &RemotePath,
+        path: &Utf8Path,
+    ) -> Result<(std::fs::File, std::fs::Metadata, StorageMetadata), Error> {
+        let _lock = self.lock(key);
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound
+                    || e.kind() == io::ErrorKind::NotADirectory =>
+            {
+                return Err(Error::NotFound(key.to_string()));
+            }
+            Err(e) => return Err(io_error(format!("open {path}"), e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| io_error(format!("stat {path}"), e))?;
+        if !meta.is_file() {
+            return Err(Error::NotFound(key.to_string()));
+        }
+        let metadata = read_sidecar(path)?;
+        Ok((file, meta, metadata))
+    }
+
+    fn delete(&self, key: &RemotePath, path: &Utf8Path) -> Result<(), Error> {
+        let _lock = self.lock(key);
+        for p in [path.to_owned(), sidecar_path(path)] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound
+                            | io::ErrorKind::NotADirectory
+                            | io::ErrorKind::IsADirectory
+                    ) => {}
+                Err(e) => return Err(io_error(format!("remove {p}"), e)),
+            }
+        }
+        let Some(mut dir) = path.parent() else {
+            return Ok(());
+        };
+        if dir.exists() {
+            crashsafe::fsync_dir(dir.as_std_path(), self.sync)
+                .map_err(|e| io_error(format!("fsync {dir}"), e))?;
+        }
+        // Drop directories the delete left empty, so listings show no phantom prefixes.
+        while dir != self.root && dir.starts_with(&self.root) {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+            match dir.parent() {
+                Some(parent) => dir = parent,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn list(&self, prefix: Option<&RemotePath>, mode: ListingMode) -> Result<Listing, Error> {
+        let prefix = prefix.map(RemotePath::as_str).unwrap_or("");
+        let (dir_part, name_part) = match prefix.rfind('/') {
+            Some(i) => (&prefix[..=i], &prefix[i + 1..]),
+            None => ("", prefix),
+        };
+        let dir = self.root.join(dir_part);
+        let mut listing = Listing::default();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(listing);
+            }
+            Err(e) => return Err(io_error(format!("list {dir}"), e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(format!("list {dir}"), e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !name.starts_with(name_part) {
+                continue;
+            }
+            let key = format!("{dir_part}{name}");
+            let path = dir.join(&name);
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
+            if file_type.is_dir() {
+                match mode {
+                    ListingMode::NoDelimiter => walk(&path, &format!("{key}/"), &mut listing.keys)?,
+                    ListingMode::WithDelimiter => {
+                        if has_object(&path)? {
+                            if let Ok(p) = RemotePath::new(&format!("{key}/")) {
+                                listing.prefixes.push(p);
+                            }
+                        }
+                    }
+                }
+            } else if file_type.is_file() && !is_reserved(&name) {
+                push_object(&path, &key, &mut listing.keys);
+            }
+        }
+        listing.keys.sort_by(|a, b| a.key.cmp(&b.key));
+        listing.prefixes.sort();
+        Ok(listing)
+    }
+}
+
+fn push_object(path: &Utf8Path, key: &str, keys: &mut Vec<ListingObject>) {
+    // A concurrent delete may remove it between readdir and stat: then it is not listed.
+    let (Ok(meta), Ok(key)) = (std::fs::metadata(path), RemotePath::new(key)) else {
+        return;
+    };
+    keys.push(ListingObject {
+        key,
+        last_modified: modified(&meta),
+        size: meta.len(),
+    });
+}
+
+/// Every object below `dir`, whose key prefix is `key_prefix` (ends with `/`).
+fn walk(dir: &Utf8Path, key_prefix: &str, keys: &mut Vec<ListingObject>) -> Result<(), Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(format!("list {dir}"), e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(format!("list {dir}"), e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        let path = dir.join(&name);
+        if file_type.is_dir() {
+            walk(&path, &format!("{key_prefix}{name}/"), keys)?;
+        } else if file_type.is_file() && !is_reserved(&name) {
+            push_object(&path, &format!("{key_prefix}{name}"), keys);
+        }
+    }
+    Ok(())
+}
+
+/// Whether any object lies below `dir` (stops at the first).
+fn has_object(dir: &Utf8Path) -> Result<bool, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_error(format!("list {dir}"), e)),
+    };
+    for entry in entries.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_file() && !is_reserved(&name) {
+            return Ok(true);
+        }
+        if file_type.is_dir() && has_object(&dir.join(&name))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl RemoteStorage for LocalFs {
+    fn list_streaming(
+        &self,
+        prefix: Option<&RemotePath>,
+        mode: ListingMode,
+        max_keys: Option<NonZeroU32>,
+        cancel: &CancellationToken,
+    ) -> impl Stream<Item = Result<Listing, Error>> + Send {
+        let prefix = prefix.cloned();
+        let cancel = cancel.clone();
+        let this = self.clone();
+        async_stream::stream! {
+            let listing = timed(this.inner.timeout, &cancel, this.blocking(move |inner| {
+                inner.list(prefix.as_ref(), mode)
+            }))
+            .await;
+            let listing = match listing {
+                Ok(l) => l,
+                Err(e) => {
+                    yield Err(e);
+                    return;
+                }
+            };
+            let mut remaining = max_keys.map(NonZeroU32::get);
+            let mut keys = listing.keys.into_iter();
+            let mut prefixes = Some(listing.prefixes);
+            loop {
+                let mut page = Listing {
+                    prefixes: prefixes.take().unwrap_or_default(),
+                    keys: keys.by_ref().take(MAX_KEYS_PER_LIST_PAGE as usize).collect(),
+                };
+                let last = page.keys.len() < MAX_KEYS_PER_LIST_PAGE as usize;
+                apply_max_keys(&mut page, &mut remaining);
+                yield Ok(page);
+                if last || remaining == Some(0) {
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn head(
+        &self,
+        path: &RemotePath,
+        cancel: &CancellationToken,
+    ) -> Result<ObjectMeta, Error> {
+        let file_path = self.object_path(path)?;
+        let key = path.clone();
+        timed(
+            self.inner.small_timeout,
+            cancel,
+            self.blocking(move |inner| {
+                let (_file, meta, metadata) = inner.open(&key, &file_path)?;
+                Ok(ObjectMeta {
+                    size: meta.len(),
+                    last_modified: modified(&meta),
+                    etag: etag_of(&meta),
+                    metadata,
+                })
+            }),
+        )
+        .await
+    }
+
+    async fn upload(
+        &self,
+        source: UploadSource,
+        size: u64,
+        to: &RemotePath,
+        metadata: Option<StorageMetadata>,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        let target = self.object_path(to)?;
+        let stream: UploadStream = source.open()?;
+        let reader = ChunkReader::new(stream, size);
+        timed(
+            self.inner.timeout,
+            cancel,
+            self.write_object(to.clone(), target, reader, metadata),
+        )
+        .await
+    }
+
+    async fn download(
+        &self,
+        from: &RemotePath,
+        opts: &DownloadOpts,
+        cancel: &CancellationToken,
+    ) -> Result<Download, Error> {
+        let path = self.object_path(from)?;
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let key = from.clone();
+        let (file, meta, metadata) = timed(
+            self.inner.small_timeout,
+            cancel,
+            self.blocking(move |inner| inner.open(&key, &path)),
+        )
+        .await?;
+        let etag = etag_of(&meta);
+        if opts.if_none_match.as_ref() == Some(&etag) {
+            return Err(Error::Unmodified);
+        }
+        let size = meta.len();
+        if opts.is_ranged() && opts.byte_start >= size {
+            return Err(Error::RangeNotSatisfiable(format!(
+                "{from}: range starts at {} but the object has {size} bytes",
+                opts.byte_start
+            )));
+        }
+        let end = opts.byte_end.map_or(size, |e| e.min(size));
+        let mut file = tokio::fs::File::from_std(file);
+        if opts.byte_start > 0 {
+            file.seek(SeekFrom::Start(opts.byte_start))
+                .await
+                .map_err(|e| io_error(format!("seek in {from}"), e))?;
+        }
+        let what = from.to_string();
+        let body =
+            tokio_util::io::ReaderStream::with_capacity(file.take(end - opts.byte_start), IO_CHUNK)
+                .map_err(move |e| io_error(format!("read {what}"), e));
+        Ok(Download {
+            stream: guard_stream(body, deadline, self.inner.timeout, cancel.clone(), None),
+            etag,
+            last_modified: modified(&meta),
+            metadata,
+        })
+    }
+
+    async fn delete(&self, path: &RemotePath, cancel: &CancellationToken) -> Result<(), Error> {
+        let file_path = self.object_path(path)?;
+        let key = path.clone();
+        timed(
+            self.inner.small_timeout,
+            cancel,
+            self.blocking(move |inner| inner.delete(&key, &file_path)),
+        )
+        .await
+    }
+
+    async fn delete_objects(
+        &self,
+        paths: &[RemotePath],
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        let mut items = Vec::with_capacity(paths.len());
+        for p in paths {
+            items.push((p.clone(), self.object_path(p)?));
+        }
+        timed(
+            self.inner.timeout,
+            cancel,
+            self.blocking(move |inner| {
+                items
+                    .iter()
+                    .try_for_each(|(key, path)| inner.delete(key, path))
+            }),
+        )
+        .await
+    }
+
+    fn max_keys_per_delete(&self) -> usize {
+        MAX_KEYS_PER_DELETE_S3
+    }
+
+    async fn copy(
+        &self,
+        from: &RemotePath,
+        to: &RemotePath,
+        cancel: &CancellationToken,
+    ) -> Result<(), Error> {
+        let src = self.object_path(from)?;
+        let target = self.object_path(to)?;
+        let key = from.clone();
+        let (file, meta, metadata) = timed(
+            self.inner.small_timeout,
+            cancel,
+            self.blocking(move |inner| inner.open(&key, &src)),
+        )
+        .await?;
+        let size = meta.len();
+        let file = tokio::fs::File::from_std(file);
+        let stream: UploadStream =
+            Box::pin(tokio_util::io::ReaderStream::with_capacity(file, IO_CHUNK));
+        let reader = ChunkReader::new(stream, size);
+        let metadata = (!metadata.is_empty()).then_some(metadata);
+        timed(
+            self.inner.timeout,
+            cancel,
+            self.write_object(to.clone(), target, reader, metadata),
+        )
+        .await
+    }
+}
