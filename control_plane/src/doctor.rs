@@ -105,8 +105,12 @@ fn checks(args: &DoctorArgs) -> Vec<Check> {
     });
     checks.push(Check {
         what: "nats-server (broker)",
-        result: find_on_path("nats-server")
-            .ok_or_else(|| "not on PATH".to_string())
+        result: std::env::var_os("STRATA_NATS_SERVER")
+            .map(PathBuf::from)
+            .or_else(|| find_on_path("nats-server"))
+            // Debian installs it in /usr/sbin, which is not on every user's PATH.
+            .or_else(|| Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file()))
+            .ok_or_else(|| "not found (PATH, /usr/sbin, STRATA_NATS_SERVER)".to_string())
             .and_then(|p| command_output(&p, &["--version"])),
         essential: true,
     });

@@ -1,3 +1,7 @@
-//! The pageserver: ingests WAL into layered storage and serves pages at any LSN.
+//! The pageserver: ingests WAL into layered storage and serves any page at any LSN.
 //!
-//! This crate is laid out by the foundation issue; the issue that owns it fills it in.
+//! Built up issue by issue; today it holds page reconstruction ([`walredo`]) and the
+//! values it works on ([`walrecord`]).
+
+pub mod walrecord;
+pub mod walredo;

@@ -279,7 +279,10 @@ mod tests {
             return;
         };
         let path = PathBuf::from(path);
-        for i in 1u64.. {
+        // Continue from the version on disk, so versions only grow across kills.
+        let on_disk = fs::read(&path).unwrap();
+        let start = u64::from_le_bytes(on_disk[..8].try_into().unwrap()) + 1;
+        for i in start.. {
             overwrite(&path, &versioned_content(i), Sync::No).unwrap();
         }
     }

@@ -1,0 +1,339 @@
+//! Applying Strata records to pages, in Rust (no redo process round trip).
+//!
+//! The layouts are PostgreSQL 15's:
+//! - CLOG (`pg_xact`) pages have no header: 2 status bits per transaction, 4 per byte, so
+//!   32,768 transactions per 8 KiB page; transaction `x` lives in byte `(x % 32768) / 4`
+//!   at bit `(x % 4) * 2`.
+//! - Multixact offsets pages: one 4-byte offset per multixact, 2,048 per page.
+//! - Multixact members pages: groups of 4 members, each group 4 flag bytes followed by 4
+//!   xids (20 bytes); 409 groups (1,636 members) per page, the tail unused.
+//! - Visibility-map pages: a standard page header, then from byte 24 (`MAXALIGN` of the
+//!   header) 2 bits per heap block, 32,672 heap blocks per page. Clearing bits does not
+//!   change the page LSN (PostgreSQL does not either). A new (all-zero) VM page is
+//!   initialized first, as `vm_readbuf` does.
+
+use crate::walrecord::{ClogStatus, MultiXactMember, WalRecord};
+
+/// Bytes in a page.
+pub const BLCKSZ: usize = 8192;
+/// Transactions per CLOG page.
+pub const CLOG_XACTS_PER_PAGE: u32 = (BLCKSZ * 4) as u32;
+/// Multixact offsets per offsets page.
+pub const MULTIXACT_OFFSETS_PER_PAGE: u32 = (BLCKSZ / 4) as u32;
+const MEMBERS_PER_GROUP: u32 = 4;
+const MEMBER_GROUP_SIZE: u32 = 20;
+const MEMBER_GROUPS_PER_PAGE: u32 = BLCKSZ as u32 / MEMBER_GROUP_SIZE;
+/// Multixact members per members page.
+pub const MULTIXACT_MEMBERS_PER_PAGE: u32 = MEMBER_GROUPS_PER_PAGE * MEMBERS_PER_GROUP;
+/// Where the visibility map starts on a VM page (MAXALIGN(SizeOfPageHeaderData)).
+const VM_MAP_OFFSET: usize = 24;
+const VM_MAPSIZE: usize = BLCKSZ - VM_MAP_OFFSET;
+/// Heap blocks covered by one VM page.
+pub const VM_HEAPBLOCKS_PER_PAGE: u32 = (VM_MAPSIZE * 4) as u32;
+
+/// A Strata record that does not fit the page it was applied to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The record names something that does not live on this page.
+    #[error("{what} does not belong on page {pageno}")]
+    WrongPage {
+        /// What was out of place.
+        what: String,
+        /// The page's number in its SLRU or fork.
+        pageno: u32,
+    },
+    /// A PostgreSQL record reached the Rust path (a caller bug).
+    #[error("PostgreSQL records must be replayed by a redo process")]
+    NotStrataRecord,
+}
+
+/// Applies one Strata record to `page` (number `pageno` in its SLRU or fork).
+pub fn apply(page: &mut [u8; BLCKSZ], pageno: u32, record: &WalRecord) -> Result<(), ApplyError> {
+    match record {
+        WalRecord::Postgres { .. } => Err(ApplyError::NotStrataRecord),
+        WalRecord::ClogSetStatus { xids, status, .. } => {
+            clog_set_status(page, pageno, xids, *status)
+        }
+        WalRecord::MultixactOffsetCreate { mid, moff } => {
+            if mid / MULTIXACT_OFFSETS_PER_PAGE != pageno {
+                return Err(ApplyError::WrongPage {
+                    what: format!("multixact {mid}"),
+                    pageno,
+                });
+            }
+            let at = (mid % MULTIXACT_OFFSETS_PER_PAGE) as usize * 4;
+            page[at..at + 4].copy_from_slice(&moff.to_le_bytes());
+            Ok(())
+        }
+        WalRecord::MultixactMembersCreate { moff, members } => {
+            multixact_members(page, pageno, *moff, members);
+            Ok(())
+        }
+        WalRecord::ClearVisibilityMapFlags { heap_blknos, flags } => {
+            vm_clear(page, pageno, heap_blknos, *flags)
+        }
+        WalRecord::TruncateVisibilityMap { heap_blocks } => vm_truncate(page, pageno, *heap_blocks),
+    }
+}
+
+fn clog_set_status(
+    page: &mut [u8; BLCKSZ],
+    pageno: u32,
+    xids: &[u32],
+    status: ClogStatus,
+) -> Result<(), ApplyError> {
+    for &xid in xids {
+        if xid / CLOG_XACTS_PER_PAGE != pageno {
+            return Err(ApplyError::WrongPage {
+                what: format!("transaction {xid}"),
+                pageno,
+            });
+        }
+        let in_page = xid % CLOG_XACTS_PER_PAGE;
+        let byte = (in_page / 4) as usize;
+        let shift = (in_page % 4) * 2;
+        page[byte] = (page[byte] & !(0b11 << shift)) | ((status as u8) << shift);
+    }
+    Ok(())
+}
+
+/// Writes the members that fall on `pageno`; members on other pages are someone else's.
+fn multixact_members(page: &mut [u8; BLCKSZ], pageno: u32, moff: u32, members: &[MultiXactMember]) {
+    for (i, member) in members.iter().enumerate() {
+        // Offsets wrap around at 2^32, as PostgreSQL's do.
+        let offset = moff.wrapping_add(i as u32);
+        if offset / MULTIXACT_MEMBERS_PER_PAGE != pageno {
+            continue;
+        }
+        let group = (offset / MEMBERS_PER_GROUP) % MEMBER_GROUPS_PER_PAGE;
+        let in_group = offset % MEMBERS_PER_GROUP;
+        let group_start = (group * MEMBER_GROUP_SIZE) as usize;
+        page[group_start + in_group as usize] = member.status;
+        let xid_at = group_start + 4 + (in_group * 4) as usize;
+        page[xid_at..xid_at + 4].copy_from_slice(&member.xid.to_le_bytes());
+    }
+}
+
+/// PostgreSQL's `PageInit(page, BLCKSZ, 0)`.
+pub fn page_init(page: &mut [u8; BLCKSZ]) {
+    page.fill(0);
+    page[12..14].copy_from_slice(&24u16.to_le_bytes()); // pd_lower
+    page[14..16].copy_from_slice(&(BLCKSZ as u16).to_le_bytes()); // pd_upper
+    page[16..18].copy_from_slice(&(BLCKSZ as u16).to_le_bytes()); // pd_special
+    page[18..20].copy_from_slice(&((BLCKSZ as u16) | 4).to_le_bytes()); // size | layout v4
+}
+
+fn page_is_new(page: &[u8; BLCKSZ]) -> bool {
+    // PageIsNew: pd_upper == 0.
+    page[14] == 0 && page[15] == 0
+}
+
+fn vm_clear(
+    page: &mut [u8; BLCKSZ],
+    pageno: u32,
+    heap_blknos: &[u32],
+    flags: u8,
+) -> Result<(), ApplyError> {
+    if page_is_new(page) {
+        page_init(page);
+    }
+    for &blk in heap_blknos {
+        if blk / VM_HEAPBLOCKS_PER_PAGE != pageno {
+            return Err(ApplyError::WrongPage {
+                what: format!("heap block {blk}"),
+                pageno,
+            });
+        }
+        let in_page = blk % VM_HEAPBLOCKS_PER_PAGE;
+        let byte = VM_MAP_OFFSET + (in_page / 4) as usize;
+        let shift = (in_page % 4) * 2;
+        page[byte] &= !((flags & 0b11) << shift);
+    }
+    Ok(())
+}
+
+/// `visibilitymap_prepare_truncate` for the page holding the truncation point.
+fn vm_truncate(page: &mut [u8; BLCKSZ], pageno: u32, heap_blocks: u32) -> Result<(), ApplyError> {
+    if heap_blocks / VM_HEAPBLOCKS_PER_PAGE != pageno {
+        return Err(ApplyError::WrongPage {
+            what: format!("truncation to {heap_blocks} heap blocks"),
+            pageno,
+        });
+    }
+    if page_is_new(page) {
+        page_init(page);
+    }
+    let in_page = heap_blocks % VM_HEAPBLOCKS_PER_PAGE;
+    let byte = VM_MAP_OFFSET + (in_page / 4) as usize;
+    let shift = (in_page % 4) * 2;
+    page[byte + 1..].fill(0);
+    page[byte] &= (1u8 << shift).wrapping_sub(1);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zero() -> Box<[u8; BLCKSZ]> {
+        Box::new([0u8; BLCKSZ])
+    }
+
+    #[test]
+    fn clog_bits() {
+        let mut page = zero();
+        let rec = WalRecord::ClogSetStatus {
+            xids: vec![32768 + 5, 32768 + 6],
+            status: ClogStatus::Committed,
+            timestamp: 0,
+        };
+        apply(&mut page, 1, &rec).unwrap();
+        // xid%32768 = 5: byte 1, bits 2-3; 6: byte 1, bits 4-5.
+        assert_eq!(page[1], 0b0001_0100);
+        let abort = WalRecord::ClogSetStatus {
+            xids: vec![32768 + 5],
+            status: ClogStatus::Aborted,
+            timestamp: 0,
+        };
+        apply(&mut page, 1, &abort).unwrap();
+        assert_eq!(page[1], 0b0001_1000);
+        assert!(page.iter().enumerate().all(|(i, &b)| i == 1 || b == 0));
+        let e = apply(&mut page, 0, &rec).unwrap_err();
+        assert!(e.to_string().contains("32773"), "{e}");
+    }
+
+    #[test]
+    fn multixact_offsets_and_members() {
+        let mut offsets = zero();
+        apply(
+            &mut offsets,
+            1,
+            &WalRecord::MultixactOffsetCreate {
+                mid: 2048 + 3,
+                moff: 77,
+            },
+        )
+        .unwrap();
+        assert_eq!(&offsets[12..16], &77u32.to_le_bytes());
+        assert!(
+            apply(
+                &mut offsets,
+                0,
+                &WalRecord::MultixactOffsetCreate { mid: 2048, moff: 1 }
+            )
+            .is_err()
+        );
+
+        // Members 1634..1638 straddle pages 0 and 1 (1636 per page).
+        let members: Vec<_> = (0..4)
+            .map(|i| MultiXactMember {
+                xid: 1000 + i,
+                status: i as u8 + 1,
+            })
+            .collect();
+        let rec = WalRecord::MultixactMembersCreate {
+            moff: 1634,
+            members,
+        };
+        let mut p0 = zero();
+        let mut p1 = zero();
+        apply(&mut p0, 0, &rec).unwrap();
+        apply(&mut p1, 1, &rec).unwrap();
+        // Offset 1634: group 408 (starts at 8160), member 2 → flag 8162, xid 8164+8.
+        assert_eq!(p0[8162], 1);
+        assert_eq!(&p0[8172..8176], &1000u32.to_le_bytes());
+        // Offset 1635: member 3 of group 408.
+        assert_eq!(p0[8163], 2);
+        assert_eq!(&p0[8176..8180], &1001u32.to_le_bytes());
+        // Offset 1636: page 1, group 0, member 0.
+        assert_eq!(p1[0], 3);
+        assert_eq!(&p1[4..8], &1002u32.to_le_bytes());
+        assert_eq!(p1[1], 4);
+        assert_eq!(&p1[8..12], &1003u32.to_le_bytes());
+        assert!(
+            p0[8180..].iter().all(|&b| b == 0),
+            "tail of the page stays unused"
+        );
+    }
+
+    #[test]
+    fn vm_clear_and_truncate() {
+        let mut page = zero();
+        page_init(&mut page);
+        page[24..].fill(0xFF);
+        let blk = VM_HEAPBLOCKS_PER_PAGE + 6; // page 1, byte 1, bits 4-5
+        apply(
+            &mut page,
+            1,
+            &WalRecord::ClearVisibilityMapFlags {
+                heap_blknos: vec![blk],
+                flags: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(page[25], 0b1110_1111);
+        apply(
+            &mut page,
+            1,
+            &WalRecord::ClearVisibilityMapFlags {
+                heap_blknos: vec![blk],
+                flags: 3,
+            },
+        )
+        .unwrap();
+        assert_eq!(page[25], 0b1100_1111);
+        assert!(
+            apply(
+                &mut page,
+                0,
+                &WalRecord::ClearVisibilityMapFlags {
+                    heap_blknos: vec![blk],
+                    flags: 3
+                }
+            )
+            .is_err()
+        );
+
+        apply(
+            &mut page,
+            1,
+            &WalRecord::TruncateVisibilityMap {
+                heap_blocks: VM_HEAPBLOCKS_PER_PAGE + 9,
+            },
+        )
+        .unwrap();
+        // Heap blocks 8 and up (in page) cleared: byte 26 keeps bits for block 8 only (bits 0-1).
+        assert_eq!(page[24], 0xFF);
+        assert_eq!(page[26], 0b0000_0011);
+        assert!(page[27..].iter().all(|&b| b == 0));
+
+        let mut fresh = zero();
+        apply(
+            &mut fresh,
+            0,
+            &WalRecord::ClearVisibilityMapFlags {
+                heap_blknos: vec![3],
+                flags: 1,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            u16::from_le_bytes([fresh[12], fresh[13]]),
+            24,
+            "new VM page initialized"
+        );
+    }
+
+    #[test]
+    fn postgres_records_are_refused() {
+        let rec = WalRecord::Postgres {
+            start_lsn: utils::Lsn(0),
+            will_init: false,
+            rec: bytes::Bytes::new(),
+        };
+        assert_eq!(
+            apply(&mut zero(), 0, &rec),
+            Err(ApplyError::NotStrataRecord)
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! One `strata_walredo` process and its pipelined request stream.
+//!
+//! Requests go through a channel to a writer task, which registers each one in the
+//! in-flight queue and then writes it to the child's stdin; a reader task matches replies
+//! to the queue in order. Because only the writer task touches stdin, a caller that gives
+//! up (timeout, cancellation) never leaves half a request in the pipe: the stream stays
+//! framed. A mismatched or malformed reply, EOF, or a write error kills the process and
+//! fails everything in flight with the reason (including the tail of its stderr, where a
+//! PANIC shows up).
+//!
+//! Invariant: the child is always killed and reaped — on any failure, on [`kill`], and
+//! on drop (SIGKILL; tokio reaps it).
+//!
+//! [`kill`]: RedoProcess::kill
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot};
+
+use super::protocol::{self, REPLY_HEADER_LEN, REPLY_OK};
+use super::scratch::ScratchRoot;
+use super::{WalRedoConfig, WalRedoError};
+
+/// A successful reply: the page, or nothing for a ping.
+pub type ReplyResult = Result<Bytes, WalRedoError>;
+
+struct Pending {
+    id: u64,
+    bytes: Bytes,
+    reply: oneshot::Sender<ReplyResult>,
+}
+
+type InFlight = Arc<Mutex<VecDeque<(u64, oneshot::Sender<ReplyResult>)>>>;
+
+/// How much of a dead process's stderr we keep for error messages.
+const STDERR_TAIL_LINES: usize = 20;
+
+/// A running redo process.
+pub struct RedoProcess {
+    /// Sequence number within the manager (names the scratch dir, appears in logs).
+    pub seq: u64,
+    pid: u32,
+    datadir: PathBuf,
+    requests: mpsc::UnboundedSender<Pending>,
+    child: Mutex<Option<Child>>,
+    dead: Arc<AtomicBool>,
+    next_id: AtomicU64,
+    /// Requests answered successfully or with an error reply.
+    pub served: AtomicU64,
+    /// Set after an error reply: the process should be replaced.
+    pub had_error: AtomicBool,
+}
+
+impl std::fmt::Debug for RedoProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedoProcess")
+            .field("seq", &self.seq)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+impl RedoProcess {
+    /// Starts a process on a fresh scratch data directory and waits until it answers a ping.
+    pub async fn launch(
+        conf: &WalRedoConfig,
+        scratch: &ScratchRoot,
+        seq: u64,
+    ) -> Result<Self, WalRedoError> {
+        let datadir = scratch.make_datadir(seq)?;
+        let mut cmd = Command::new(conf.pg_bin_dir.join("postgres"));
+        cmd.arg("--single")
+            .arg("-D")
+            .arg(&datadir)
+            .arg("-c")
+            .arg(format!(
+                "shared_preload_libraries={}",
+                scratch.module_path().display()
+            ))
+            .args(["-c", "strata_walredo.serve=on"])
+            .arg("-c")
+            .arg(format!("shared_buffers={}", conf.shared_buffers))
+            .args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "max_connections=2",
+                "-c",
+                "max_wal_senders=0",
+            ])
+            .args([
+                "-c",
+                "max_worker_processes=0",
+                "-c",
+                "max_prepared_transactions=0",
+            ])
+            .args(["-c", "huge_pages=off", "-c", "log_min_messages=warning"])
+            .arg("template1")
+            .env_clear()
+            .env("LC_ALL", "C")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(r) = scratch.run_as() {
+            // With a uid set, std also drops root's supplementary groups.
+            cmd.uid(r.uid).gid(r.gid);
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            WalRedoError::Setup(format!(
+                "cannot start {}: {e}",
+                conf.pg_bin_dir.join("postgres").display()
+            ))
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(WalRedoError::Setup("child pipes missing".into()));
+        };
+
+        let dead = Arc::new(AtomicBool::new(false));
+        let inflight: InFlight = Arc::default();
+        let stderr_tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+
+        tokio::spawn(log_stderr(seq, stderr, stderr_tail.clone()));
+        tokio::spawn(write_requests(rx, stdin, inflight.clone(), dead.clone()));
+        tokio::spawn(read_replies(
+            seq,
+            stdout,
+            inflight,
+            dead.clone(),
+            stderr_tail,
+        ));
+
+        let process = RedoProcess {
+            seq,
+            pid,
+            datadir,
+            requests: tx,
+            child: Mutex::new(Some(child)),
+            dead,
+            next_id: AtomicU64::new(1),
+            served: AtomicU64::new(0),
+            had_error: AtomicBool::new(false),
+        };
+        // Startup takes ~20 ms; a process that cannot answer a ping in 30 s is broken.
+        process
+            .request(|id| Ok(protocol::encode_ping(id)), Duration::from_secs(30))
+            .await
+            .map_err(|e| WalRedoError::Setup(format!("redo process did not start: {e}")))?;
+        tracing::info!(seq, pid, "started walredo process");
+        Ok(process)
+    }
+
+    /// Whether the process has died or been killed.
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    /// The operating-system process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The process's scratch data directory.
+    pub fn datadir(&self) -> &std::path::Path {
+        &self.datadir
+    }
+
+    /// Sends one request (built by `encode` from a fresh request id) and waits for its
+    /// reply. A timeout kills the process: a stuck redo would block every later request.
+    pub async fn request(
+        &self,
+        encode: impl FnOnce(u64) -> Result<Bytes, String>,
+        timeout: Duration,
+    ) -> ReplyResult {
+        if self.is_dead() {
+            return Err(WalRedoError::ProcessDied("process already dead".into()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = encode(id).map_err(WalRedoError::InvalidRequest)?;
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Pending { id, bytes, reply })
+            .map_err(|_| WalRedoError::ProcessDied("request channel closed".into()))?;
+        let result = match tokio::time::timeout(timeout, rx).await {
+            Err(_) => {
+                tracing::warn!(
+                    seq = self.seq,
+                    pid = self.pid,
+                    "redo request timed out after {timeout:?}; killing the process"
+                );
+                self.kill();
+                Err(WalRedoError::Timeout(timeout))
+            }
+            Ok(Err(_)) => Err(WalRedoError::ProcessDied("reply channel dropped".into())),
+            Ok(Ok(r)) => r,
+        };
+        match &result {
+            Ok(_) => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(WalRedoError::Redo(_)) => {
+                self.served.fetch_add(1, Ordering::Relaxed);
+                self.had_error.store(true, Ordering::SeqCst);
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Kills the process now (SIGKILL); in-flight requests fail. Reaping happens in the
+    /// background (tokio reaps killed children).
+    pub fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = child.as_mut() {
+            let _ = c.start_kill();
+        }
+    }
+
+    /// Kills the process and waits until it is reaped.
+    pub async fn kill_and_wait(&self) {
+        self.kill();
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut c) = child {
+            match c.wait().await {
+                Ok(status) => tracing::debug!(seq = self.seq, "walredo process exited: {status}"),
+                Err(e) => tracing::warn!(seq = self.seq, "waiting for walredo process: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for RedoProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.datadir);
+    }
+}
+
+async fn write_requests(
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    stdin: ChildStdin,
+    inflight: InFlight,
+    dead: Arc<AtomicBool>,
+) {
+    let mut stdin = BufWriter::with_capacity(256 * 1024, stdin);
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        // Pipelining: take everything queued, then flush once.
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        for p in batch {
+            if dead.load(Ordering::SeqCst) {
+                let _ = p
+                    .reply
+                    .send(Err(WalRedoError::ProcessDied("process died".into())));
+                continue;
+            }
+            inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push_back((p.id, p.reply));
+            if let Err(e) = stdin.write_all(&p.bytes).await {
+                tracing::warn!("writing to walredo process: {e}");
+                dead.store(true, Ordering::SeqCst);
+            }
+        }
+        if let Err(e) = stdin.flush().await {
+            tracing::warn!("writing to walredo process: {e}");
+            dead.store(true, Ordering::SeqCst);
+        }
+    }
+    // Channel closed (process retired): closing stdin makes the process exit.
+}
+
+async fn read_replies(
+    seq: u64,
+    stdout: ChildStdout,
+    inflight: InFlight,
+    dead: Arc<AtomicBool>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
+    let reason = loop {
+        let mut header = [0u8; REPLY_HEADER_LEN];
+        if let Err(e) = stdout.read_exact(&mut header).await {
+            break format!("reading reply: {e}");
+        }
+        let h = match protocol::decode_reply_header(&header) {
+            Ok(h) => h,
+            Err(e) => break e,
+        };
+        let mut payload = vec![0u8; h.len as usize];
+        if let Err(e) = stdout.read_exact(&mut payload).await {
+            break format!("reading reply payload: {e}");
+        }
+        let waiter = inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        let Some((id, reply)) = waiter else {
+            break format!("unexpected reply to request {}", h.request_id);
+        };
+        if id != h.request_id {
+            break format!("reply to request {} while waiting for {id}", h.request_id);
+        }
+        let result = if h.status == REPLY_OK {
+            Ok(Bytes::from(payload))
+        } else {
+            Err(WalRedoError::Redo(
+                String::from_utf8_lossy(&payload).into_owned(),
+            ))
+        };
+        // The caller may have given up; that is fine.
+        let _ = reply.send(result);
+    };
+    dead.store(true, Ordering::SeqCst);
+    // Give the stderr reader a moment to collect the dying words (a PANIC message).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let tail: Vec<String> = stderr_tail
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    let detail = if tail.is_empty() {
+        reason
+    } else {
+        format!("{reason}; stderr: {}", tail.join(" | "))
+    };
+    let pending: Vec<_> = inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain(..)
+        .collect();
+    if !pending.is_empty() {
+        tracing::warn!(
+            seq,
+            "walredo process died with {} requests in flight: {detail}",
+            pending.len()
+        );
+    }
+    for (_, reply) in pending {
+        let _ = reply.send(Err(WalRedoError::ProcessDied(detail.clone())));
+    }
+}
+
+async fn log_stderr(
+    seq: u64,
+    stderr: tokio::process::ChildStderr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains("PANIC:") || line.contains("FATAL:") || line.contains("TRAP:") {
+            tracing::warn!(seq, "walredo: {line}");
+        } else {
+            tracing::debug!(seq, "walredo: {line}");
+        }
+        let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+        if t.len() == STDERR_TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
