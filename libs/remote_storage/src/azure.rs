@@ -440,7 +440,31 @@ impl RemoteStorage for AzureBlobStorage {
             .map_err(map_err.clone())
             .map_ok(move |page| page.data.map_err(map_err.clone()))
             .try_flatten();
-        let body = first_body.chain(rest);
+        let mut body: crate::DownloadStream = Box::pin(first_body.chain(rest));
+        if opts.is_ranged() {
+            // Azurite answers a range past the end with an empty body where Azure says 416;
+            // a valid range is never empty, so an empty body means the range was past the end.
+            let first_chunk = timed(self.timeout, cancel, async {
+                loop {
+                    match body.next().await {
+                        None => return Ok(None),
+                        Some(Ok(c)) if c.is_empty() => continue,
+                        Some(Ok(c)) => return Ok(Some(c)),
+                        Some(Err(e)) => return Err(e),
+                    }
+                }
+            })
+            .await?;
+            match first_chunk {
+                None => {
+                    return Err(Error::RangeNotSatisfiable(format!(
+                        "{from}: range starts at {} past the end of the object",
+                        opts.byte_start
+                    )));
+                }
+                Some(c) => body = Box::pin(futures::stream::once(async { Ok(c) }).chain(body)),
+            }
+        }
         Ok(Download {
             stream: guard_stream(body, deadline, self.timeout, cancel.clone(), Some(permit)),
             etag,

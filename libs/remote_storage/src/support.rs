@@ -185,7 +185,6 @@ mod tests {
         assert!(r.next_chunk(3).await.unwrap().is_none());
 
         let mut short = ChunkReader::new(source(&[b"abc"]), 4);
-        assert_eq!(short.next_chunk(8).await.unwrap().unwrap(), "abc");
         assert!(matches!(short.next_chunk(8).await, Err(Error::BadInput(_))));
 
         let mut long = ChunkReader::new(source(&[b"abc", b"de"]), 4);

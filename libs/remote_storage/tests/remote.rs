@@ -1,0 +1,49 @@
+//! Integration tests of `remote_storage` against real servers: the conformance suite on
+//! every backend (`conformance_local_fs::*`, `conformance_s3::*`, `conformance_azure::*`),
+//! the retrying and unreliable wrappers, and bad-input handling.
+
+mod common;
+mod suite;
+
+mod bad_input;
+mod wrappers;
+
+/// Instantiates every conformance case for one backend, as `<module>::<case>`.
+macro_rules! conformance_suite {
+    ($module:ident, $setup:path; $($case:ident),* $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(storage) = $setup().await else { return };
+                    crate::suite::$case(&storage).await;
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! all_cases {
+    ($module:ident, $setup:path) => {
+        conformance_suite!(
+            $module, $setup;
+            list_with_and_without_delimiter_paginated,
+            ranges,
+            if_none_match,
+            metadata_round_trip,
+            overwrite,
+            delete_missing_and_existing,
+            batch_delete_over_batch_size,
+            delete_prefix,
+            copy,
+            large_multipart_upload_50mib,
+            cancel_mid_download,
+            concurrent_uploads,
+            invalid_paths_rejected,
+        );
+    };
+}
+
+all_cases!(conformance_local_fs, crate::common::local_fs);
+all_cases!(conformance_s3, crate::common::s3);
+all_cases!(conformance_azure, crate::common::azure);
