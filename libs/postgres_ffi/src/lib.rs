@@ -22,12 +22,12 @@
 //! error names the LSN (or file offset) where the problem is.
 
 pub mod compression;
-// pub mod controlfile;
+pub mod controlfile;
 pub mod decoder;
-// pub mod page;
+pub mod page;
 pub mod pglz;
-// pub mod records;
-// pub mod slru;
+pub mod records;
+pub mod slru;
 pub mod types;
 pub mod v15;
 pub mod wal_generate;

@@ -3,9 +3,6 @@
 //! Every parser in the crate reads through this, so malformed input becomes a
 //! [`ShortInput`] error instead of a panic, and the error says how far in it happened.
 
-// Some helpers serve parsers that land in later commits.
-#![allow(dead_code)]
-
 /// Input ended before a field could be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("input too short: needed {needed} bytes at offset {offset}, have {len}")]
@@ -154,12 +151,6 @@ pub(crate) fn le_u16(buf: &[u8], off: usize) -> Option<u16> {
     Some(u16::from_le_bytes([b[0], b[1]]))
 }
 
-/// Little-endian u32 at `off`, or `None` past the end.
-pub(crate) fn le_u32(buf: &[u8], off: usize) -> Option<u32> {
-    let b = buf.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +178,5 @@ mod tests {
         let mut r = Reader::new(&[0xff, 0xff, 0xff, 0xff]);
         assert!(r.count_i32().is_err(), "negative counts are rejected");
         assert_eq!(le_u16(&data, 0), Some(1));
-        assert_eq!(le_u32(&data, 8), None);
     }
 }
