@@ -201,10 +201,10 @@ impl AzureBlobStorage {
             number += 1;
             ids.push(id.clone());
             in_flight.push(self.put_block(blob, name, id, data));
-            if in_flight.len() >= BLOCKS_IN_FLIGHT {
-                if let Some(done) = in_flight.next().await {
-                    done?;
-                }
+            if in_flight.len() >= BLOCKS_IN_FLIGHT
+                && let Some(done) = in_flight.next().await
+            {
+                done?;
             }
             next = reader.next_chunk(UPLOAD_BLOCK_SIZE).await?;
         }

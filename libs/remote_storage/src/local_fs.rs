@@ -374,10 +374,10 @@ impl Inner {
                 match mode {
                     ListingMode::NoDelimiter => walk(&path, &format!("{key}/"), &mut listing.keys)?,
                     ListingMode::WithDelimiter => {
-                        if has_object(&path)? {
-                            if let Ok(p) = RemotePath::new(&format!("{key}/")) {
-                                listing.prefixes.push(p);
-                            }
+                        if has_object(&path)?
+                            && let Ok(p) = RemotePath::new(&format!("{key}/"))
+                        {
+                            listing.prefixes.push(p);
                         }
                     }
                 }

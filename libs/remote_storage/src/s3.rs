@@ -275,10 +275,10 @@ impl S3Bucket {
             while let Some(data) = next.take() {
                 number += 1;
                 in_flight.push(self.put_part(key, &upload_id, number, data));
-                if in_flight.len() >= PARTS_IN_FLIGHT {
-                    if let Some(done) = in_flight.next().await {
-                        parts.push(done?);
-                    }
+                if in_flight.len() >= PARTS_IN_FLIGHT
+                    && let Some(done) = in_flight.next().await
+                {
+                    parts.push(done?);
                 }
                 next = reader.next_chunk(UPLOAD_PART_SIZE).await?;
             }

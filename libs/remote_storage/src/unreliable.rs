@@ -74,12 +74,12 @@ impl UnreliableWrapper {
 
     /// Decides whether this attempt of `op` fails.
     fn attempt(&self, op: RemoteOp) -> Result<(), Error> {
-        if let Some(p) = self.failure_probability {
-            if rand::random::<f64>() < p {
-                return Err(Error::Transient(anyhow::anyhow!(
-                    "simulated failure of {op:?} (probability {p})"
-                )));
-            }
+        if let Some(p) = self.failure_probability
+            && rand::random::<f64>() < p
+        {
+            return Err(Error::Transient(anyhow::anyhow!(
+                "simulated failure of {op:?} (probability {p})"
+            )));
         }
         if self.attempts_to_fail == 0 {
             return Ok(());

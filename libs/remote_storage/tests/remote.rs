@@ -2,6 +2,10 @@
 //! every backend (`conformance_local_fs::*`, `conformance_s3::*`, `conformance_azure::*`),
 //! the retrying and unreliable wrappers, and bad-input handling.
 
+// Test code: a failed unwrap is a failed test (clippy.toml allows it only inside #[test]s,
+// and the suite's helpers live outside them).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 mod suite;
 

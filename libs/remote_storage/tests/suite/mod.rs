@@ -579,9 +579,12 @@ pub async fn concurrent_uploads(s: &GenericRemoteStorage) {
     }
     // moto sometimes answers racing writes of one key with a 500 (a transient error by our
     // classification); retry those, the point here is that no upload is ever torn.
-    let retrying = s.clone().with_retries(utils::backoff::RetryPolicy::default());
+    let retrying = s
+        .clone()
+        .with_retries(utils::backoff::RetryPolicy::default());
     let retrying = &retrying;
-    let same = (0..8u8).map(|i| async move { put(retrying, "conc/same", vec![b'a' + i; 300_000]).await });
+    let same =
+        (0..8u8).map(|i| async move { put(retrying, "conc/same", vec![b'a' + i; 300_000]).await });
     futures::future::join_all(same).await;
     let got = get(s, "conc/same", &DownloadOpts::default()).await.unwrap();
     assert_eq!(got.len(), 300_000);
