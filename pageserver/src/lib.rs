@@ -3,5 +3,6 @@
 //! Built up issue by issue; today it holds page reconstruction ([`walredo`]) and the
 //! values it works on ([`walrecord`]).
 
+pub mod walingest;
 pub mod walrecord;
 pub mod walredo;

@@ -58,12 +58,12 @@ pub enum WalRecord {
         /// of the page.
         timestamp: i64,
     },
-    /// Record a new multixact's starting member offset on this offsets page.
-    MultixactOffsetCreate {
-        /// The multixact id.
-        mid: u32,
-        /// Offset of its first member.
-        moff: u32,
+    /// Set multixact starting offsets on this offsets page: a new multixact's own, and
+    /// (since PostgreSQL 15.14, `RecordNewMultiXact`) the next one's, which is where the new
+    /// one's members end. Entries for other pages are ignored.
+    MultixactOffsets {
+        /// `(multixact id, offset of its first member)` pairs.
+        entries: Vec<(u32, u32)>,
     },
     /// Record multixact members; only those that fall on this members page are applied.
     MultixactMembersCreate {

@@ -277,13 +277,26 @@ open_rel(RelFileNode rnode)
 
 	for (int fork = 0; fork <= MAX_FORKNUM; fork++)
 		reln->smgr_cached_nblocks[fork] = MaxBlockNumber;
+
+	/*
+	 * Heap redo clears visibility-map bits as a side effect, reading the VM
+	 * fork through the buffer manager; an empty file reads as zeros during
+	 * recovery, a missing one is an error. (The FSM fork needs nothing:
+	 * redo reaches it through XLogReadBufferExtended, which creates it.)
+	 */
+	if (reln->md_num_open_segs[VISIBILITYMAP_FORKNUM] == 0)
+		smgrcreate(reln, VISIBILITYMAP_FORKNUM, true);
 	remember_rel(rnode);
 }
 
 /*
  * Loads a block into shared buffers: the given image, zeros (image NULL), or
- * a sentinel (an initialized empty page with the maximum LSN). Returns the
- * buffer pinned and unlocked.
+ * a sentinel (an initialized empty page with the maximum LSN), dirty, and
+ * releases it: redo may need a cleanup lock, which requires it to be the only
+ * pinner. (The pool is far larger than what one request touches, and every
+ * request drops its buffers, so nothing is evicted in practice; if a buffer
+ * ever were, it would be written to the scratch file and read back intact.)
+ * Returns the buffer number as a hint for ReadRecentBuffer.
  */
 static Buffer
 load_block(RelFileNode rnode, ForkNumber fork, BlockNumber blkno,
@@ -305,7 +318,7 @@ load_block(RelFileNode rnode, ForkNumber fork, BlockNumber blkno,
 	else
 		MemSet(page, 0, BLCKSZ);
 	MarkBufferDirty(buf);
-	LockBuffer(buf, BUFFER_LOCK_UNLOCK);
+	UnlockReleaseBuffer(buf);
 	return buf;
 }
 
@@ -335,6 +348,25 @@ typedef struct Target
 	Buffer		buf;
 } Target;
 
+/* The target page, pinned and share-locked by the caller's ReleaseBuffer. */
+static Buffer
+read_target(const Target *t)
+{
+	return ReadBufferWithoutRelcache(t->rnode, t->fork, t->blkno, RBM_NORMAL, NULL, true);
+}
+
+/* The target page's LSN, or InvalidXLogRecPtr for a new (all-zero) page. */
+static XLogRecPtr
+target_page_lsn(const Target *t)
+{
+	Buffer		buf = read_target(t);
+	Page		page = BufferGetPage(buf);
+	XLogRecPtr	lsn = PageIsNew(page) ? InvalidXLogRecPtr : PageGetLSN(page);
+
+	ReleaseBuffer(buf);
+	return lsn;
+}
+
 static bool
 is_target(const Target *t, const DecodedBkpBlock *b)
 {
@@ -348,11 +380,9 @@ apply_record(const Target *t, const char *data, uint32 len,
 	XLogRecord *hdr = (XLogRecord *) data;
 	DecodedXLogRecord *decoded;
 	char	   *errormsg = NULL;
-	Buffer		sentinels[XLR_MAX_BLOCK_ID + 1];
-	int			n_sentinels = 0;
 	bool		touches_target = false;
 	RmgrData	rmgr;
-	Page		page;
+	XLogRecPtr	page_lsn;
 
 	if (len < SizeOfXLogRecord || hdr->xl_tot_len != len)
 		ereport(ERROR,
@@ -398,9 +428,7 @@ apply_record(const Target *t, const char *data, uint32 len,
 		}
 		else
 		{
-			sentinels[n_sentinels] = load_block(b->rnode, b->forknum, b->blkno, NULL, true);
-			b->prefetch_buffer = sentinels[n_sentinels];
-			n_sentinels++;
+			b->prefetch_buffer = load_block(b->rnode, b->forknum, b->blkno, NULL, true);
 		}
 	}
 	if (!touches_target)
@@ -408,12 +436,12 @@ apply_record(const Target *t, const char *data, uint32 len,
 				(errmsg("record at %X/%X does not reference the target block",
 						LSN_FORMAT_ARGS(start))));
 
-	page = BufferGetPage(t->buf);
-	if (!PageIsNew(page) && PageGetLSN(page) >= end)
+	page_lsn = target_page_lsn(t);
+	if (page_lsn != InvalidXLogRecPtr && page_lsn >= end)
 		ereport(ERROR,
 				(errmsg("record at %X/%X (end %X/%X) is not newer than the page LSN %X/%X",
 						LSN_FORMAT_ARGS(start), LSN_FORMAT_ARGS(end),
-						LSN_FORMAT_ARGS(PageGetLSN(page)))));
+						LSN_FORMAT_ARGS(page_lsn))));
 
 	reader->ReadRecPtr = start;
 	reader->EndRecPtr = end;
@@ -421,8 +449,6 @@ apply_record(const Target *t, const char *data, uint32 len,
 	rmgr.rm_redo(reader);
 	reader->record = NULL;
 
-	for (int i = 0; i < n_sentinels; i++)
-		ReleaseBuffer(sentinels[i]);
 	pfree(decoded);
 }
 
@@ -469,10 +495,13 @@ process_redo(Cursor *c, char *result)
 		ereport(ERROR,
 				(errmsg("malformed request: %u trailing bytes", c->len - c->pos)));
 
-	LockBuffer(t.buf, BUFFER_LOCK_SHARE);
-	memcpy(result, BufferGetPage(t.buf), BLCKSZ);
-	LockBuffer(t.buf, BUFFER_LOCK_UNLOCK);
-	ReleaseBuffer(t.buf);
+	{
+		Buffer		buf = read_target(&t);
+
+		LockBuffer(buf, BUFFER_LOCK_SHARE);
+		memcpy(result, BufferGetPage(buf), BLCKSZ);
+		UnlockReleaseBuffer(buf);
+	}
 	drop_touched();
 }
 

@@ -54,16 +54,23 @@ pub fn apply(page: &mut [u8; BLCKSZ], pageno: u32, record: &WalRecord) -> Result
         WalRecord::ClogSetStatus { xids, status, .. } => {
             clog_set_status(page, pageno, xids, *status)
         }
-        WalRecord::MultixactOffsetCreate { mid, moff } => {
-            if mid / MULTIXACT_OFFSETS_PER_PAGE != pageno {
-                return Err(ApplyError::WrongPage {
-                    what: format!("multixact {mid}"),
-                    pageno,
-                });
+        WalRecord::MultixactOffsets { entries } => {
+            let mut applied = false;
+            for &(mid, moff) in entries {
+                if mid / MULTIXACT_OFFSETS_PER_PAGE == pageno {
+                    let at = (mid % MULTIXACT_OFFSETS_PER_PAGE) as usize * 4;
+                    page[at..at + 4].copy_from_slice(&moff.to_le_bytes());
+                    applied = true;
+                }
             }
-            let at = (mid % MULTIXACT_OFFSETS_PER_PAGE) as usize * 4;
-            page[at..at + 4].copy_from_slice(&moff.to_le_bytes());
-            Ok(())
+            if applied {
+                Ok(())
+            } else {
+                Err(ApplyError::WrongPage {
+                    what: format!("multixact offsets {entries:?}"),
+                    pageno,
+                })
+            }
         }
         WalRecord::MultixactMembersCreate { moff, members } => {
             multixact_members(page, pageno, *moff, members);
@@ -205,24 +212,21 @@ mod tests {
     #[test]
     fn multixact_offsets_and_members() {
         let mut offsets = zero();
-        apply(
-            &mut offsets,
-            1,
-            &WalRecord::MultixactOffsetCreate {
-                mid: 2048 + 3,
-                moff: 77,
-            },
-        )
-        .unwrap();
+        let rec = WalRecord::MultixactOffsets {
+            entries: vec![(2048 + 3, 77), (2048 + 4, 80)],
+        };
+        apply(&mut offsets, 1, &rec).unwrap();
         assert_eq!(&offsets[12..16], &77u32.to_le_bytes());
-        assert!(
-            apply(
-                &mut offsets,
-                0,
-                &WalRecord::MultixactOffsetCreate { mid: 2048, moff: 1 }
-            )
-            .is_err()
-        );
+        assert_eq!(&offsets[16..20], &80u32.to_le_bytes());
+        // The next multixact on the following page: each page takes its own entry.
+        let straddle = WalRecord::MultixactOffsets {
+            entries: vec![(2047, 5), (2048, 9)],
+        };
+        let mut p0 = zero();
+        apply(&mut p0, 0, &straddle).unwrap();
+        assert_eq!(&p0[8188..8192], &5u32.to_le_bytes());
+        assert!(p0[..8188].iter().all(|&b| b == 0));
+        assert!(apply(&mut offsets, 0, &rec).is_err(), "no entry for page 0");
 
         // Members 1634..1638 straddle pages 0 and 1 (1636 per page).
         let members: Vec<_> = (0..4)
