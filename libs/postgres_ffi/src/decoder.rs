@@ -30,8 +30,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use utils::Lsn;
 
 use crate::v15::{
-    RM_XLOG_ID, SIZE_OF_XLOG_LONG_PHD, SIZE_OF_XLOG_RECORD, SIZE_OF_XLOG_SHORT_PHD,
-    XLOG_RECORD_MAX_SIZE, XLOG_SWITCH,
+    SIZE_OF_XLOG_LONG_PHD, SIZE_OF_XLOG_RECORD, SIZE_OF_XLOG_SHORT_PHD, XLOG_RECORD_MAX_SIZE,
 };
 use crate::xlog_page::{PageHeaderError, XLogPageHeader};
 use crate::xlog_record::{DecodedWalRecord, RecordErrorKind, XLogRecordHeader, record_crc};
@@ -376,7 +375,7 @@ impl WalStreamDecoder {
         let record = DecodedWalRecord::decode(start, raw).map_err(|e| self.err(e.lsn, e.kind))?;
         // `self.lsn` is just past the last byte.
         let mut end = Lsn(maxalign(self.lsn.0 as usize) as u64);
-        if record.rmid() == RM_XLOG_ID && record.rmgr_info() == XLOG_SWITCH {
+        if record.is_xlog_switch() {
             end = Lsn(self.lsn.0.next_multiple_of(self.config.seg_size));
         }
         self.prev_record = Some(start);

@@ -19,10 +19,9 @@ use crate::compression::{ImageCompression, compress_image};
 use crate::types::{BlockNumber, ForkNumber, RelFileNode, RepOriginId, TimeLineId, TransactionId};
 use crate::v15::{
     BKPBLOCK_HAS_DATA, BKPBLOCK_HAS_IMAGE, BKPBLOCK_SAME_REL, BKPBLOCK_WILL_INIT, BKPIMAGE_APPLY,
-    BKPIMAGE_HAS_HOLE, RM_XLOG_ID, SIZE_OF_PAGE_HEADER_DATA, SIZE_OF_XLOG_LONG_PHD,
-    SIZE_OF_XLOG_RECORD, SIZE_OF_XLOG_SHORT_PHD, XLOG_SWITCH, XLP_FIRST_IS_CONTRECORD,
-    XLP_LONG_HEADER, XLR_BLOCK_ID_DATA_LONG, XLR_BLOCK_ID_DATA_SHORT, XLR_BLOCK_ID_ORIGIN,
-    XLR_BLOCK_ID_TOPLEVEL_XID,
+    BKPIMAGE_HAS_HOLE, RM_XLOG_ID, SIZE_OF_PAGE_HEADER_DATA, SIZE_OF_XLOG_RECORD, XLOG_SWITCH,
+    XLP_FIRST_IS_CONTRECORD, XLP_LONG_HEADER, XLR_BLOCK_ID_DATA_LONG, XLR_BLOCK_ID_DATA_SHORT,
+    XLR_BLOCK_ID_ORIGIN, XLR_BLOCK_ID_TOPLEVEL_XID,
 };
 use crate::xlog_page::{XLogLongPageHeaderFields, XLogPageHeader};
 use crate::xlog_record::{XLogRecordHeader, record_crc};
@@ -464,11 +463,7 @@ pub fn generate_segment(
 
 /// Bytes of WAL header that precede the first record byte of a page at `lsn`.
 pub fn page_header_size_at(lsn: Lsn, seg_size: u64) -> usize {
-    if lsn.segment_offset(seg_size) == 0 {
-        SIZE_OF_XLOG_LONG_PHD
-    } else {
-        SIZE_OF_XLOG_SHORT_PHD
-    }
+    crate::xlog_page::page_header_size(lsn, seg_size)
 }
 
 #[cfg(test)]

@@ -233,6 +233,28 @@ impl XLogPageHeader {
     }
 }
 
+/// The size of the page header at `page_lsn` (a page start): long on the first page of a
+/// segment, short elsewhere.
+pub fn page_header_size(page_lsn: Lsn, seg_size: u64) -> usize {
+    if page_lsn.segment_offset(seg_size) == 0 {
+        SIZE_OF_XLOG_LONG_PHD
+    } else {
+        SIZE_OF_XLOG_SHORT_PHD
+    }
+}
+
+/// Where a record that "starts" at `lsn` really starts: `lsn` itself, or just past the page
+/// header when `lsn` is a page boundary. PostgreSQL reports record ends at page boundaries
+/// (before the next header); streaming and replication positions sometimes need the
+/// position of the first record byte instead.
+pub fn skip_page_header(lsn: Lsn, seg_size: u64) -> Lsn {
+    if lsn.page_offset() == 0 {
+        Lsn(lsn.0 + page_header_size(lsn, seg_size) as u64)
+    } else {
+        lsn
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +300,15 @@ mod tests {
             back.validate(PgMajorVersion::V15, Lsn(2 * SEG), SEG, None),
             Err(PageHeaderError::UnexpectedPageAddr { .. })
         ));
+    }
+
+    #[test]
+    fn header_sizes() {
+        assert_eq!(page_header_size(Lsn(SEG), SEG), 40);
+        assert_eq!(page_header_size(Lsn(SEG + 8192), SEG), 24);
+        assert_eq!(skip_page_header(Lsn(SEG), SEG), Lsn(SEG + 40));
+        assert_eq!(skip_page_header(Lsn(SEG + 8192), SEG), Lsn(SEG + 8192 + 24));
+        assert_eq!(skip_page_header(Lsn(SEG + 8200), SEG), Lsn(SEG + 8200));
     }
 
     #[test]

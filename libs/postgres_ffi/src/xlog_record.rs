@@ -439,6 +439,11 @@ impl DecodedWalRecord {
         self.header.xid
     }
 
+    /// Whether this is `XLOG_SWITCH` (the rest of its segment is unused).
+    pub fn is_xlog_switch(&self) -> bool {
+        self.rmid() == crate::v15::RM_XLOG_ID && self.rmgr_info() == crate::v15::XLOG_SWITCH
+    }
+
     /// `XLR_SPECIAL_REL_UPDATE`: the record changes relation files beyond its block refs.
     pub fn is_special_rel_update(&self) -> bool {
         self.header.info & XLR_SPECIAL_REL_UPDATE != 0

@@ -1,7 +1,9 @@
 //! Crafted edge cases for the streaming decoder, built with [`crate::wal_generate`].
 
 use super::*;
-use crate::v15::{RM_HEAP_ID, XLOG_NOOP, XLP_FIRST_IS_OVERWRITE_CONTRECORD};
+use crate::v15::{
+    RM_HEAP_ID, RM_XLOG_ID, XLOG_NOOP, XLOG_SWITCH, XLP_FIRST_IS_OVERWRITE_CONTRECORD,
+};
 use crate::wal_generate::{WalWriter, WalWriterConfig, XLogRecordBuilder};
 use proptest::prelude::*;
 
@@ -159,6 +161,38 @@ fn record_ending_exactly_at_a_page_boundary() {
     let (got, err) = decode_all(e1, &w.bytes()[off..], 100);
     assert!(err.is_none(), "{err:?}");
     assert_eq!(got[0], (s2, e2));
+}
+
+#[test]
+fn record_header_split_across_pages() {
+    // Records starting 8 and 16 bytes before a page end: even the 24-byte header continues on
+    // the next page, after its page header.
+    for before_end in [8usize, 16] {
+        let start = Lsn(SEG);
+        let mut w = WalWriter::new(wcfg(), start, Lsn::INVALID);
+        let (s0, e0) = w.append(rec(10, 0));
+        let room = e0.remaining_in_page() as usize - before_end;
+        let r1 = w.append(rec(main_len_for(room), 1));
+        assert_eq!(r1.1.remaining_in_page() as usize, before_end);
+        let r2 = w.append(rec(40, 2));
+        assert_eq!(r2.0.page_offset() as usize, 8192 - before_end);
+        let r3 = w.append(rec(0, 3));
+        for chunk in [1, 3, 8192] {
+            let (got, err) = decode_all(start, w.bytes(), chunk);
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(got, vec![(s0, e0), r1, r2, r3]);
+        }
+        // An invalid rmgr in a split header is still caught, with the record's LSN.
+        let mut bad = w.bytes().to_vec();
+        let hdr_on_next_page = 8192 + 24 + (17 - before_end);
+        bad[hdr_on_next_page] = 99;
+        let (_, e) = first_error(start, &bad);
+        assert_eq!(e.lsn, r2.0);
+        assert_eq!(
+            e.kind,
+            WalDecodeErrorKind::Record(RecordErrorKind::InvalidRmgr(99))
+        );
+    }
 }
 
 #[test]
