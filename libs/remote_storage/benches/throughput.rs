@@ -57,12 +57,20 @@ where
 
 async fn plain_copy(src: &std::path::Path, dst: &std::path::Path) {
     tokio::fs::copy(src, dst).await.unwrap();
-    tokio::fs::File::open(dst).await.unwrap().sync_all().await.unwrap();
+    tokio::fs::File::open(dst)
+        .await
+        .unwrap()
+        .sync_all()
+        .await
+        .unwrap();
 }
 
 async fn download_to_file(s: &GenericRemoteStorage, key: &RemotePath, dst: &std::path::Path) {
     let cancel = CancellationToken::new();
-    let mut d = s.download(key, &DownloadOpts::default(), &cancel).await.unwrap();
+    let mut d = s
+        .download(key, &DownloadOpts::default(), &cancel)
+        .await
+        .unwrap();
     let mut f = tokio::fs::File::create(dst).await.unwrap();
     while let Some(chunk) = d.stream.next().await {
         f.write_all(&chunk.unwrap()).await.unwrap();
@@ -85,15 +93,23 @@ async fn bench_backend(
         let key = RemotePath::new(&format!("bench/obj{}", i % 4)).unwrap();
         let cancel = &cancel;
         async move {
-            s.upload(source, OBJECT_SIZE as u64, &key, None, cancel).await.unwrap();
+            s.upload(source, OBJECT_SIZE as u64, &key, None, cancel)
+                .await
+                .unwrap();
         }
     })
     .await;
-    out.push(Stats { label: format!("{name} upload"), median: up });
+    out.push(Stats {
+        label: format!("{name} upload"),
+        median: up,
+    });
     let key = RemotePath::new("bench/obj0").unwrap();
     let dst = scratch.join(format!("{name}-download"));
     let down = measure(iterations, |_| download_to_file(s, &key, &dst)).await;
-    out.push(Stats { label: format!("{name} download"), median: down });
+    out.push(Stats {
+        label: format!("{name} download"),
+        median: down,
+    });
 }
 
 fn main() {
@@ -110,29 +126,62 @@ fn main() {
         // Same disk for everything: the data, the copies and the LocalFs root.
         let scratch = tempfile::tempdir_in(common::workspace_root().join("target")).unwrap();
         let src = scratch.path().join("source-8mib");
-        let data: Vec<u8> = (0..OBJECT_SIZE).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..OBJECT_SIZE)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         std::fs::write(&src, &data).unwrap();
         let mut results = Vec::new();
 
         let dst = scratch.path().join("plain-copy");
         let plain = measure(iterations, |_| plain_copy(&src, &dst)).await;
-        results.push(Stats { label: "plain file copy".into(), median: plain });
+        results.push(Stats {
+            label: "plain file copy".into(),
+            median: plain,
+        });
 
         let root = camino::Utf8PathBuf::from_path_buf(scratch.path().join("local-fs")).unwrap();
-        let local = GenericRemoteStorage::from_config(&remote_storage::RemoteStorageConfig::local_fs(root))
-            .await
-            .unwrap();
-        bench_backend("local_fs", &local, &src, scratch.path(), iterations, &mut results).await;
+        let local =
+            GenericRemoteStorage::from_config(&remote_storage::RemoteStorageConfig::local_fs(root))
+                .await
+                .unwrap();
+        bench_backend(
+            "local_fs",
+            &local,
+            &src,
+            scratch.path(),
+            iterations,
+            &mut results,
+        )
+        .await;
 
         if let Some(s3) = common::s3().await {
-            bench_backend("s3 (moto)", &s3, &src, scratch.path(), iterations, &mut results).await;
+            bench_backend(
+                "s3 (moto)",
+                &s3,
+                &src,
+                scratch.path(),
+                iterations,
+                &mut results,
+            )
+            .await;
         }
         if let Some(az) = common::azure().await {
-            bench_backend("azure (Azurite)", &az, &src, scratch.path(), iterations, &mut results).await;
+            bench_backend(
+                "azure (Azurite)",
+                &az,
+                &src,
+                scratch.path(),
+                iterations,
+                &mut results,
+            )
+            .await;
         }
 
         println!("\nremote_storage throughput, 8 MiB objects, median of {iterations} runs");
-        println!("{:<26} {:>10} {:>10} {:>14}", "operation", "median", "MiB/s", "time vs copy");
+        println!(
+            "{:<26} {:>10} {:>10} {:>14}",
+            "operation", "median", "MiB/s", "time vs copy"
+        );
         for r in &results {
             println!(
                 "{:<26} {:>8.1}ms {:>10.1} {:>13.2}x",

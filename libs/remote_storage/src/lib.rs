@@ -298,7 +298,11 @@ type OpenFn = dyn Fn() -> Result<UploadStream, Error> + Send + Sync;
 /// second open is a permanent error, so the retrying wrapper stops instead of uploading a
 /// truncated object.
 #[derive(Clone)]
-pub struct UploadSource(Arc<OpenFn>);
+pub struct UploadSource {
+    open: Arc<OpenFn>,
+    /// Set for [`UploadSource::from_file`]: LocalFs copies the file in the kernel instead.
+    file: Option<Utf8PathBuf>,
+}
 
 impl fmt::Debug for UploadSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -310,16 +314,17 @@ impl UploadSource {
     /// Bytes in memory.
     pub fn from_bytes(bytes: impl Into<Bytes>) -> UploadSource {
         let bytes: Bytes = bytes.into();
-        UploadSource(Arc::new(move || {
+        UploadSource::new(move || {
             let b = bytes.clone();
             Ok(Box::pin(futures::stream::once(async move { Ok(b) })) as UploadStream)
-        }))
+        })
     }
 
     /// A file, opened afresh (and read in 1 MiB chunks) each time the upload starts.
     pub fn from_file(path: impl Into<Utf8PathBuf>) -> UploadSource {
         let path: Utf8PathBuf = path.into();
-        UploadSource(Arc::new(move || {
+        let file = Some(path.clone());
+        let mut source = UploadSource::new(move || {
             let p = path.clone();
             let stream = futures::stream::once(async move {
                 tokio::fs::File::open(&p)
@@ -329,18 +334,20 @@ impl UploadSource {
             .map_ok(|f| tokio_util::io::ReaderStream::with_capacity(f, 1 << 20))
             .try_flatten();
             Ok(Box::pin(stream) as UploadStream)
-        }))
+        });
+        source.file = file;
+        source
     }
 
     /// A function that returns a fresh stream of the same bytes on every call.
     pub fn from_fn(open: impl Fn() -> UploadStream + Send + Sync + 'static) -> UploadSource {
-        UploadSource(Arc::new(move || Ok(open())))
+        UploadSource::new(move || Ok(open()))
     }
 
     /// A one-shot stream: the upload cannot be retried (see the type docs).
     pub fn once(stream: impl Stream<Item = io::Result<Bytes>> + Send + 'static) -> UploadSource {
         let slot: Mutex<Option<UploadStream>> = Mutex::new(Some(Box::pin(stream)));
-        UploadSource(Arc::new(move || {
+        UploadSource::new(move || {
             slot.lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .take()
@@ -349,12 +356,24 @@ impl UploadSource {
                         "a one-shot upload stream cannot be replayed; retry with a replayable UploadSource"
                     ))
                 })
-        }))
+        })
+    }
+
+    fn new(open: impl Fn() -> Result<UploadStream, Error> + Send + Sync + 'static) -> UploadSource {
+        UploadSource {
+            open: Arc::new(open),
+            file: None,
+        }
     }
 
     /// Starts reading from the beginning.
     pub fn open(&self) -> Result<UploadStream, Error> {
-        (self.0)()
+        (self.open)()
+    }
+
+    /// The file behind a [`UploadSource::from_file`] source.
+    pub(crate) fn local_file(&self) -> Option<&camino::Utf8Path> {
+        self.file.as_deref()
     }
 }
 

@@ -167,14 +167,9 @@ impl LocalFs {
             .map_err(join_error)?
     }
 
-    /// Streams `stream` into a fresh temp file next to `target` and commits it.
-    async fn write_object(
-        &self,
-        key: RemotePath,
-        target: Utf8PathBuf,
-        mut reader: ChunkReader,
-        metadata: Option<StorageMetadata>,
-    ) -> Result<(), Error> {
+    /// A fresh temp file name next to `target`: unique, so concurrent uploads of one key
+    /// never write the same file.
+    fn temp_for(&self, target: &Utf8Path) -> (Utf8PathBuf, Utf8PathBuf) {
         let dir = target
             .parent()
             .map(Utf8Path::to_owned)
@@ -184,25 +179,26 @@ impl LocalFs {
             "{name}.{}.{TEMP_SUFFIX}",
             uuid::Uuid::new_v4().simple()
         ));
+        (dir, temp)
+    }
+
+    /// Streams `reader` into a fresh temp file next to `target` and commits it.
+    async fn write_object(
+        &self,
+        key: RemotePath,
+        target: Utf8PathBuf,
+        mut reader: ChunkReader,
+        metadata: Option<StorageMetadata>,
+    ) -> Result<(), Error> {
+        let (dir, temp) = self.temp_for(&target);
         let mut guard = TempGuard(None);
         // A concurrent delete may remove an emptied parent directory between our mkdir and
         // our create; try again a few times.
         let mut attempt = 0;
         let mut file = loop {
             attempt += 1;
-            let d = dir.clone();
-            let k = key.clone();
-            self.blocking(move |inner| {
-                crashsafe::create_dir_all(d.as_std_path(), inner.sync).map_err(|e| match e.kind() {
-                    io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
-                        Error::BadInput(format!(
-                            "key {k}: a parent is an object, so it cannot be a prefix on LocalFs"
-                        ))
-                    }
-                    _ => io_error(format!("create directory {d}"), e),
-                })
-            })
-            .await?;
+            let (d, k) = (dir.clone(), key.clone());
+            self.blocking(move |inner| inner.ensure_dir(&d, &k)).await?;
             match tokio::fs::File::create(&temp).await {
                 Ok(f) => break f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 5 => continue,
@@ -228,9 +224,64 @@ impl LocalFs {
         guard.0 = None;
         Ok(())
     }
+
+    /// Uploads a local file: the kernel copies it into the temp file (`copy_file_range`),
+    /// which is what makes LocalFs uploads of layer files as fast as a plain copy.
+    async fn write_object_from_file(
+        &self,
+        key: RemotePath,
+        target: Utf8PathBuf,
+        src: Utf8PathBuf,
+        size: u64,
+        metadata: Option<StorageMetadata>,
+    ) -> Result<(), Error> {
+        let (dir, temp) = self.temp_for(&target);
+        self.blocking(move |inner| {
+            let result = (|| {
+                let mut attempt = 0;
+                let copied = loop {
+                    attempt += 1;
+                    inner.ensure_dir(&dir, &key)?;
+                    match std::fs::copy(&src, &temp) {
+                        Ok(n) => break n,
+                        Err(e)
+                            if e.kind() == io::ErrorKind::NotFound
+                                && !dir.is_dir()
+                                && attempt < 5 =>
+                        {
+                            continue;
+                        }
+                        Err(e) => return Err(io_error(format!("copy {src} to {temp}"), e)),
+                    }
+                };
+                if copied != size {
+                    return Err(Error::BadInput(format!(
+                        "upload source {src} has {copied} bytes, not the declared {size}"
+                    )));
+                }
+                let _lock = inner.lock(&key);
+                inner.commit(&temp, &target, &key, metadata.as_ref())
+            })();
+            if result.is_err() {
+                let _ = std::fs::remove_file(&temp);
+            }
+            result
+        })
+        .await
+    }
 }
 
 impl Inner {
+    /// Creates the object's directory; a parent that is an object is the caller's error.
+    fn ensure_dir(&self, dir: &Utf8Path, key: &RemotePath) -> Result<(), Error> {
+        crashsafe::create_dir_all(dir.as_std_path(), self.sync).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => Error::BadInput(
+                format!("key {key}: a parent is an object, so it cannot be a prefix on LocalFs"),
+            ),
+            _ => io_error(format!("create directory {dir}"), e),
+        })
+    }
+
     fn lock(&self, key: &RemotePath) -> MutexGuard<'_, ()> {
         let mut h = DefaultHasher::new();
         key.as_str().hash(&mut h);
@@ -525,6 +576,11 @@ impl RemoteStorage for LocalFs {
         cancel: &CancellationToken,
     ) -> Result<(), Error> {
         let target = self.object_path(to)?;
+        if let Some(file) = source.local_file() {
+            let fill =
+                self.write_object_from_file(to.clone(), target, file.to_owned(), size, metadata);
+            return timed(self.inner.timeout, cancel, fill).await;
+        }
         let stream: UploadStream = source.open()?;
         let reader = ChunkReader::new(stream, size);
         timed(

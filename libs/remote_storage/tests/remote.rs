@@ -44,6 +44,7 @@ macro_rules! all_cases {
             cancel_mid_download,
             concurrent_uploads,
             invalid_paths_rejected,
+            upload_from_file,
         );
     };
 }

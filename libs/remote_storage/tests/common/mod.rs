@@ -323,6 +323,13 @@ pub fn test_timeouts() -> (Duration, Duration) {
 }
 
 pub async fn local_fs() -> Option<TestStorage> {
+    static ANNOUNCE: std::sync::Once = std::sync::Once::new();
+    ANNOUNCE.call_once(|| {
+        announce(&format!(
+            "remote_storage tests: local_fs backend uses fresh directories under {}",
+            std::env::temp_dir().display()
+        ))
+    });
     let dir = tempfile::tempdir().expect("temp dir");
     let root =
         camino::Utf8PathBuf::from_path_buf(dir.path().join("remote")).expect("utf-8 temp dir");

@@ -631,3 +631,62 @@ pub async fn invalid_paths_rejected(s: &GenericRemoteStorage) {
         assert!(RemotePath::new(bad).is_err(), "{bad:?} accepted");
     }
 }
+
+/// Uploads from a file (LocalFs copies it in the kernel), with the same size check.
+pub async fn upload_from_file(s: &GenericRemoteStorage) {
+    let cancel = CancellationToken::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = camino::Utf8PathBuf::from_path_buf(dir.path().join("src")).unwrap();
+    let data = pseudo_random_chunk(11, 0, 300_000);
+    std::fs::write(&file, &data).unwrap();
+    let key = path("file/obj");
+    s.upload(
+        UploadSource::from_file(file.clone()),
+        300_000,
+        &key,
+        None,
+        &cancel,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        get(s, "file/obj", &DownloadOpts::default()).await.unwrap(),
+        data
+    );
+    let e = s
+        .upload(
+            UploadSource::from_file(file.clone()),
+            299_999,
+            &key,
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::BadInput(_)), "{e:?}");
+    let e = s
+        .upload(
+            UploadSource::from_file(dir.path().join("missing").to_str().unwrap()),
+            1,
+            &key,
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+    assert!(!e.is_transient(), "{e:?}");
+    assert_eq!(
+        get(s, "file/obj", &DownloadOpts::default()).await.unwrap(),
+        data
+    );
+    let listing = s
+        .list(
+            Some(&path("file/")),
+            ListingMode::NoDelimiter,
+            None,
+            &cancel,
+        )
+        .await
+        .unwrap();
+    assert_eq!(key_strings(&listing), ["file/obj"]);
+}
