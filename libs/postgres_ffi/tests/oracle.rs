@@ -112,6 +112,19 @@ TRUNCATE pts;
 DROP TABLE docs;
 VACUUM FULL t;
 VACUUM FULL pg_class;
+ALTER DATABASE template0 WITH ALLOW_CONNECTIONS true;
+\c template0
+SET vacuum_multixact_freeze_min_age = 0;
+SET vacuum_freeze_min_age = 0;
+VACUUM (FREEZE);
+\c template1
+SET vacuum_multixact_freeze_min_age = 0;
+SET vacuum_freeze_min_age = 0;
+VACUUM (FREEZE);
+\c postgres
+SET vacuum_multixact_freeze_min_age = 0;
+SET vacuum_freeze_min_age = 0;
+VACUUM (FREEZE);
 CREATE DATABASE d_wal STRATEGY wal_log;
 CREATE DATABASE d_copy STRATEGY file_copy;
 DROP DATABASE d_copy;
@@ -122,9 +135,6 @@ BEGIN; SELECT pg_replication_origin_xact_setup('0/12345678', '2024-01-02 03:04:0
 SELECT pg_replication_origin_session_reset();
 SELECT pg_logical_emit_message(false, 'strata', repeat('m', 100000));
 SELECT pg_logical_emit_message(true, 'strata', repeat('n', 3000000));
-SET vacuum_multixact_freeze_min_age = 0;
-SET vacuum_freeze_min_age = 0;
-VACUUM (FREEZE);
 CHECKPOINT;
 SELECT pg_switch_wal();
 INSERT INTO t VALUES (700001, 'after switch', 7);
@@ -1074,6 +1084,7 @@ fn run_variant(v: Variant) {
         "Database DROP",
         "RelMap UPDATE",
         "MultiXact CREATE_ID",
+        "MultiXact TRUNCATE_ID",
         "XLOG CHECKPOINT_ONLINE",
         "XLOG CHECKPOINT_SHUTDOWN",
         "XLOG NEXTOID",
