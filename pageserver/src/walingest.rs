@@ -90,16 +90,6 @@ fn rel_tag(rel: &RelFileNode, forknum: u8) -> RelTag {
     }
 }
 
-/// Sets `pd_lsn` of a page image, unless the page is new (all-zero header), as redo does.
-fn stamp_lsn(page: &mut [u8], lsn: Lsn) {
-    let is_new = page[14] == 0 && page[15] == 0;
-    if !is_new {
-        let (hi, lo) = lsn.halves();
-        page[0..4].copy_from_slice(&hi.to_le_bytes());
-        page[4..8].copy_from_slice(&lo.to_le_bytes());
-    }
-}
-
 /// The values `record` (spanning `start_lsn..end_lsn`) produces, in a deterministic order.
 pub fn record_values(
     record: &DecodedWalRecord,
@@ -122,7 +112,7 @@ pub fn record_values(
                         lsn: start_lsn,
                         reason,
                     })?;
-                stamp_lsn(&mut page, end_lsn);
+                postgres_ffi::page::set_lsn_after_redo(&mut page, end_lsn);
                 Value::Image(Bytes::copy_from_slice(&page))
             }
             _ => Value::Record(WalRecord::Postgres {

@@ -48,6 +48,7 @@
 #include "storage/proc.h"
 #include "storage/smgr.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
@@ -82,6 +83,9 @@ static size_t in_len = 0;
 static char *outbuf;
 static size_t out_len = 0;
 static size_t out_cap = 0;
+
+/* Relations whose (empty) VM fork file this process has created. */
+static HTAB *vm_created = NULL;
 
 /* Relations whose buffers the current request touched (dropped at its end). */
 static RelFileNode touched_rels[MAX_TOUCHED_RELS];
@@ -284,8 +288,13 @@ open_rel(RelFileNode rnode)
 	 * recovery, a missing one is an error. (The FSM fork needs nothing:
 	 * redo reaches it through XLogReadBufferExtended, which creates it.)
 	 */
-	if (reln->md_num_open_segs[VISIBILITYMAP_FORKNUM] == 0)
-		smgrcreate(reln, VISIBILITYMAP_FORKNUM, true);
+	{
+		bool		found;
+
+		(void) hash_search(vm_created, &rnode, HASH_ENTER, &found);
+		if (!found)
+			smgrcreate(reln, VISIBILITYMAP_FORKNUM, true);
+	}
 	remember_rel(rnode);
 }
 
@@ -629,6 +638,14 @@ strata_walredo_main(void)
 		ereport(FATAL, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
 	request_cxt = AllocSetContextCreate(TopMemoryContext, "strata_walredo request",
 										ALLOCSET_DEFAULT_SIZES);
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(RelFileNode);
+		ctl.entrysize = sizeof(RelFileNode);
+		vm_created = hash_create("strata_walredo vm files", 1024, &ctl,
+								 HASH_ELEM | HASH_BLOBS);
+	}
 	out_cap = 256 * 1024 + REPLY_HEADER_LEN + BLCKSZ;
 	outbuf = MemoryContextAlloc(TopMemoryContext, out_cap);
 

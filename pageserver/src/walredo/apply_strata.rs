@@ -14,22 +14,20 @@
 
 use crate::walrecord::{ClogStatus, MultiXactMember, WalRecord};
 
+use postgres_ffi::page::{init_page, is_new};
+use postgres_ffi::records::heap::{HEAPBLOCKS_PER_PAGE, vm_clear as clear_vm_bits, vm_location};
+use postgres_ffi::slru;
+
 /// Bytes in a page.
-pub const BLCKSZ: usize = 8192;
+pub const BLCKSZ: usize = postgres_ffi::BLCKSZ;
 /// Transactions per CLOG page.
-pub const CLOG_XACTS_PER_PAGE: u32 = (BLCKSZ * 4) as u32;
+pub const CLOG_XACTS_PER_PAGE: u32 = slru::CLOG_XACTS_PER_PAGE;
 /// Multixact offsets per offsets page.
-pub const MULTIXACT_OFFSETS_PER_PAGE: u32 = (BLCKSZ / 4) as u32;
-const MEMBERS_PER_GROUP: u32 = 4;
-const MEMBER_GROUP_SIZE: u32 = 20;
-const MEMBER_GROUPS_PER_PAGE: u32 = BLCKSZ as u32 / MEMBER_GROUP_SIZE;
+pub const MULTIXACT_OFFSETS_PER_PAGE: u32 = slru::MULTIXACT_OFFSETS_PER_PAGE;
 /// Multixact members per members page.
-pub const MULTIXACT_MEMBERS_PER_PAGE: u32 = MEMBER_GROUPS_PER_PAGE * MEMBERS_PER_GROUP;
-/// Where the visibility map starts on a VM page (MAXALIGN(SizeOfPageHeaderData)).
-const VM_MAP_OFFSET: usize = 24;
-const VM_MAPSIZE: usize = BLCKSZ - VM_MAP_OFFSET;
+pub const MULTIXACT_MEMBERS_PER_PAGE: u32 = slru::MULTIXACT_MEMBERS_PER_PAGE;
 /// Heap blocks covered by one VM page.
-pub const VM_HEAPBLOCKS_PER_PAGE: u32 = (VM_MAPSIZE * 4) as u32;
+pub const VM_HEAPBLOCKS_PER_PAGE: u32 = HEAPBLOCKS_PER_PAGE;
 
 /// A Strata record that does not fit the page it was applied to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,8 +55,8 @@ pub fn apply(page: &mut [u8; BLCKSZ], pageno: u32, record: &WalRecord) -> Result
         WalRecord::MultixactOffsets { entries } => {
             let mut applied = false;
             for &(mid, moff) in entries {
-                if mid / MULTIXACT_OFFSETS_PER_PAGE == pageno {
-                    let at = (mid % MULTIXACT_OFFSETS_PER_PAGE) as usize * 4;
+                if slru::mx_offset_page(mid) == pageno {
+                    let at = slru::mx_offset_byte(mid);
                     page[at..at + 4].copy_from_slice(&moff.to_le_bytes());
                     applied = true;
                 }
@@ -90,16 +88,13 @@ fn clog_set_status(
     status: ClogStatus,
 ) -> Result<(), ApplyError> {
     for &xid in xids {
-        if xid / CLOG_XACTS_PER_PAGE != pageno {
+        if slru::clog_page(xid) != pageno {
             return Err(ApplyError::WrongPage {
                 what: format!("transaction {xid}"),
                 pageno,
             });
         }
-        let in_page = xid % CLOG_XACTS_PER_PAGE;
-        let byte = (in_page / 4) as usize;
-        let shift = (in_page % 4) * 2;
-        page[byte] = (page[byte] & !(0b11 << shift)) | ((status as u8) << shift);
+        slru::clog_set_status(&mut page[..], xid, status as u8);
     }
     Ok(())
 }
@@ -109,30 +104,21 @@ fn multixact_members(page: &mut [u8; BLCKSZ], pageno: u32, moff: u32, members: &
     for (i, member) in members.iter().enumerate() {
         // Offsets wrap around at 2^32, as PostgreSQL's do.
         let offset = moff.wrapping_add(i as u32);
-        if offset / MULTIXACT_MEMBERS_PER_PAGE != pageno {
+        if slru::mx_member_page(offset) != pageno {
             continue;
         }
-        let group = (offset / MEMBERS_PER_GROUP) % MEMBER_GROUPS_PER_PAGE;
-        let in_group = offset % MEMBERS_PER_GROUP;
-        let group_start = (group * MEMBER_GROUP_SIZE) as usize;
-        page[group_start + in_group as usize] = member.status;
-        let xid_at = group_start + 4 + (in_group * 4) as usize;
+        // One flag byte per member (MXACT_MEMBER_BITS_PER_XACT = 8) in its group's flag word.
+        let flag_at =
+            slru::mx_member_flags_byte(offset) + (slru::mx_member_flags_shift(offset) / 8) as usize;
+        page[flag_at] = member.status;
+        let xid_at = slru::mx_member_xid_byte(offset);
         page[xid_at..xid_at + 4].copy_from_slice(&member.xid.to_le_bytes());
     }
 }
 
-/// PostgreSQL's `PageInit(page, BLCKSZ, 0)`.
+/// PostgreSQL's `PageInit(page, BLCKSZ, 0)`, as `vm_readbuf` does for a new VM page.
 pub fn page_init(page: &mut [u8; BLCKSZ]) {
-    page.fill(0);
-    page[12..14].copy_from_slice(&24u16.to_le_bytes()); // pd_lower
-    page[14..16].copy_from_slice(&(BLCKSZ as u16).to_le_bytes()); // pd_upper
-    page[16..18].copy_from_slice(&(BLCKSZ as u16).to_le_bytes()); // pd_special
-    page[18..20].copy_from_slice(&((BLCKSZ as u16) | 4).to_le_bytes()); // size | layout v4
-}
-
-fn page_is_new(page: &[u8; BLCKSZ]) -> bool {
-    // PageIsNew: pd_upper == 0.
-    page[14] == 0 && page[15] == 0
+    init_page(page, 0);
 }
 
 fn vm_clear(
@@ -141,38 +127,34 @@ fn vm_clear(
     heap_blknos: &[u32],
     flags: u8,
 ) -> Result<(), ApplyError> {
-    if page_is_new(page) {
+    if is_new(&page[..]) {
         page_init(page);
     }
     for &blk in heap_blknos {
-        if blk / VM_HEAPBLOCKS_PER_PAGE != pageno {
+        if vm_location(blk).0 != pageno {
             return Err(ApplyError::WrongPage {
                 what: format!("heap block {blk}"),
                 pageno,
             });
         }
-        let in_page = blk % VM_HEAPBLOCKS_PER_PAGE;
-        let byte = VM_MAP_OFFSET + (in_page / 4) as usize;
-        let shift = (in_page % 4) * 2;
-        page[byte] &= !((flags & 0b11) << shift);
+        clear_vm_bits(&mut page[..], blk, flags);
     }
     Ok(())
 }
 
-/// `visibilitymap_prepare_truncate` for the page holding the truncation point.
+/// `visibilitymap_prepare_truncate` for the page holding the truncation point: clears the
+/// bits of every heap block at or after `heap_blocks` on this page.
 fn vm_truncate(page: &mut [u8; BLCKSZ], pageno: u32, heap_blocks: u32) -> Result<(), ApplyError> {
-    if heap_blocks / VM_HEAPBLOCKS_PER_PAGE != pageno {
+    let (map_block, byte, shift) = vm_location(heap_blocks);
+    if map_block != pageno {
         return Err(ApplyError::WrongPage {
             what: format!("truncation to {heap_blocks} heap blocks"),
             pageno,
         });
     }
-    if page_is_new(page) {
+    if is_new(&page[..]) {
         page_init(page);
     }
-    let in_page = heap_blocks % VM_HEAPBLOCKS_PER_PAGE;
-    let byte = VM_MAP_OFFSET + (in_page / 4) as usize;
-    let shift = (in_page % 4) * 2;
     page[byte + 1..].fill(0);
     page[byte] &= (1u8 << shift).wrapping_sub(1);
     Ok(())
