@@ -6,8 +6,10 @@
 //! safekeeper's acceptor logic and the walproposer build on these types, so both sides of
 //! every wire format are defined in exactly one place.
 
+pub mod broker;
 pub mod feedback;
 pub mod membership;
+pub mod models;
 pub mod pg_time;
 pub mod proto;
 pub mod term;
