@@ -1,3 +1,10 @@
 //! The safekeeper: one acceptor of the quorum that makes WAL durable.
 //!
-//! This crate is laid out by the foundation issue; the issue that owns it fills it in.
+//! The durable core lives here: [`control_file`] (the per-timeline persistent state),
+//! [`wal_storage`] (WAL segments, with [`wal_reader`] to read them back), [`timeline`]
+//! (durable creation, loading and deletion of timeline directories) and [`acceptor`] (the
+//! acceptor state machine of the proposer protocol). The network servers build on them.
+
+pub mod metrics;
+pub mod wal_reader;
+pub mod wal_storage;
