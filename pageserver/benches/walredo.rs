@@ -6,6 +6,8 @@
 //! - `pipelined/N`: the same request with N in flight on one process (throughput: the
 //!   reported elements/s are pages/s).
 //! - `chain_200`: a 200-record heap-insert chain onto one page (records/s = 200 × pages/s).
+//! - `btree_chain`: the longest btree leaf history from a real PostgreSQL 15 (sequential
+//!   inserts into an index), replayed from its initializing record (records/s).
 //! - `image_only`: a history that is just an image (the Rust fast path, no process).
 
 use std::time::Duration;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
+use pageserver::wal_import::PageReplay;
 use pageserver::walrecord::WalRecord;
 use pageserver::walredo::synthetic::{empty_heap_page, heap_insert};
 use pageserver::walredo::{WalRedoConfig, WalRedoManager};
@@ -46,6 +49,44 @@ fn chain(n: u16) -> Vec<(Lsn, WalRecord)> {
             )
         })
         .collect()
+}
+
+/// The longest btree page history in the WAL of a real PostgreSQL 15 run, replayable from
+/// an image or an initializing record.
+fn real_btree_chain() -> (BufferTag, PageReplay) {
+    const RM_BTREE_ID: u8 = 11;
+    let mut pg = pg_oracle::TestPostgres::init(&[("fsync", "off"), ("wal_keep_size", "1GB")])
+        .expect("test postgres (run ./scripts/setup)");
+    pg.start().expect("start postgres");
+    pg.psql("CHECKPOINT").expect("checkpoint");
+    let start: Lsn = pg
+        .psql("SELECT redo_lsn FROM pg_control_checkpoint()")
+        .expect("redo lsn")
+        .parse()
+        .expect("lsn");
+    pg.psql_script(
+        "postgres",
+        "CREATE TABLE t (k int); CREATE INDEX t_k ON t (k);\n\
+         INSERT INTO t SELECT g FROM generate_series(1, 5000) g;",
+    )
+    .expect("workload");
+    pg.stop("fast").expect("stop");
+    let h = pageserver::wal_import::read_wal_dir(&pg.datadir().join("pg_wal"), start, 16 << 20)
+        .expect("read WAL");
+    let is_btree = |r: &WalRecord| matches!(r, WalRecord::Postgres { rec, .. } if rec.get(17) == Some(&RM_BTREE_ID));
+    h.pages
+        .iter()
+        .filter_map(|(key, history)| match key {
+            pageserver::walingest::PageKey::Rel(tag) => {
+                Some((*tag, PageReplay::from_history(history)))
+            }
+            _ => None,
+        })
+        .filter(|(_, replay)| {
+            !replay.records.is_empty() && replay.records.iter().all(|(_, r)| is_btree(r))
+        })
+        .max_by_key(|(_, replay)| replay.records.len())
+        .expect("a btree page history")
 }
 
 fn benches(c: &mut Criterion) {
@@ -110,6 +151,17 @@ fn benches(c: &mut Criterion) {
             m.request_redo(tag(), Some((Lsn(0x1000), &base[..])), &long)
                 .await
                 .expect("redo")
+        })
+    });
+
+    let (bt_tag, bt) = real_btree_chain();
+    eprintln!("btree_chain: {} records on {bt_tag}", bt.records.len());
+    g.throughput(Throughput::Elements(bt.records.len() as u64));
+    g.bench_function("btree_chain", |b| {
+        b.to_async(&rt).iter(|| async {
+            m.request_redo(bt_tag, bt.base_ref(), &bt.records)
+                .await
+                .expect("btree redo")
         })
     });
 

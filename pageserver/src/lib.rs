@@ -3,6 +3,7 @@
 //! Built up issue by issue; today it holds page reconstruction ([`walredo`]) and the
 //! values it works on ([`walrecord`]).
 
+pub mod wal_import;
 pub mod walingest;
 pub mod walrecord;
 pub mod walredo;

@@ -19,16 +19,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use pageserver::walingest::{PageKey, SlruKind, Value, record_values};
-use pageserver::walrecord::WalRecord;
+use pageserver::wal_import::{PageReplay, read_wal_dir};
+use pageserver::walingest::{PageKey, SlruKind, Value};
 use pageserver::walredo::{WalRedoConfig, WalRedoManager};
 use pageserver_api::reltag::{
     BufferTag, FSM_FORKNUM, INIT_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM,
 };
 use pg_oracle::TestPostgres;
 use pg_oracle::mask::{AccessMethod, compare_masked, vm_bits_missing};
-use postgres_ffi::WalStreamDecoder;
-use postgres_ffi::decoder::WalDecoderConfig;
 use utils::Lsn;
 
 const BLCKSZ: usize = 8192;
@@ -217,83 +215,18 @@ fn catalog(pg: &TestPostgres) -> HashMap<(u32, u32, u32), RelInfo> {
 
 /// Every record from `start` to the end of valid WAL, as per-page histories.
 fn histories(datadir: &Path, start: Lsn) -> (BTreeMap<PageKey, Vec<(Lsn, Value)>>, usize) {
-    let seg_size = postgres_ffi::DEFAULT_WAL_SEGMENT_SIZE as u64;
-    let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(datadir.join("pg_wal"))
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let (segno, _) = postgres_ffi::wal_segment::parse_xlog_file_name(&name, seg_size)?;
-            Some((segno, e.path()))
-        })
-        .collect();
-    segments.sort();
-    let first = start.segment_number(seg_size);
-    assert!(
-        segments.iter().any(|(s, _)| *s == first),
-        "the WAL segment holding {start} is gone (recycled?)"
+    let h = read_wal_dir(
+        &datadir.join("pg_wal"),
+        start,
+        postgres_ffi::DEFAULT_WAL_SEGMENT_SIZE as u64,
+    )
+    .unwrap();
+    eprintln!(
+        "walredo_oracle: {} records, WAL ends at {}: {}",
+        h.records, h.end_lsn, h.end_reason
     );
-    let mut decoder = WalStreamDecoder::new(start, WalDecoderConfig::v15_default());
-    let mut out: BTreeMap<PageKey, Vec<(Lsn, Value)>> = BTreeMap::new();
-    let mut records = 0;
-    let mut compressed_fpis = 0;
-    'segments: for (segno, path) in segments.into_iter().filter(|(s, _)| *s >= first) {
-        let data = std::fs::read(&path).unwrap();
-        let from = if segno == first {
-            start.segment_offset(seg_size) as usize
-        } else {
-            0
-        };
-        decoder.feed_bytes(&data[from..]);
-        loop {
-            match decoder.poll_decode() {
-                Ok(Some((start_lsn, end_lsn, rec))) => {
-                    records += 1;
-                    compressed_fpis += rec
-                        .blocks
-                        .iter()
-                        .filter(|b| b.image.as_ref().is_some_and(|i| i.compression().is_some()))
-                        .count();
-                    for (key, value) in record_values(&rec, start_lsn, end_lsn).unwrap() {
-                        out.entry(key).or_default().push((end_lsn, value));
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    // The end of valid WAL: recycled or zeroed space after the last record.
-                    eprintln!("walredo_oracle: end of WAL after {records} records: {e}");
-                    break 'segments;
-                }
-            }
-        }
-    }
-    assert!(records > 1000, "decoded only {records} records");
-    (out, compressed_fpis)
-}
-
-/// Splits a history at its last image: (base, records after it).
-/// A page's starting point: its LSN and image.
-type Base = Option<(Lsn, Bytes)>;
-
-fn base_and_records(history: &[(Lsn, Value)]) -> (Base, Vec<(Lsn, WalRecord)>) {
-    let last_image = history
-        .iter()
-        .rposition(|(_, v)| matches!(v, Value::Image(_)));
-    let (base, rest) = match last_image {
-        Some(i) => match &history[i] {
-            (lsn, Value::Image(img)) => (Some((*lsn, img.clone())), &history[i + 1..]),
-            _ => unreachable!(),
-        },
-        None => (None, history),
-    };
-    let records = rest
-        .iter()
-        .filter_map(|(lsn, v)| match v {
-            Value::Record(r) => Some((*lsn, r.clone())),
-            Value::Image(_) => None,
-        })
-        .collect();
-    (base, records)
+    assert!(h.records > 1000, "decoded only {} records", h.records);
+    (h.pages, h.compressed_fpis)
 }
 
 /// Prints a report line that shows even when the test passes: libtest captures `println!`
@@ -389,7 +322,7 @@ async fn run_oracle(compression: &str) -> RunTotals {
     let mut vm_conservative = 0usize;
 
     for (key, history) in &histories {
-        let (base, records) = base_and_records(history);
+        let PageReplay { base, records } = PageReplay::from_history(history);
         let (am_name, expected, base) = match key {
             PageKey::Rel(tag) => {
                 if tag.rel.forknum == FSM_FORKNUM {
