@@ -5,6 +5,7 @@
 //! (durable creation, loading and deletion of timeline directories) and [`acceptor`] (the
 //! acceptor state machine of the proposer protocol). The network servers build on them.
 
+pub mod acceptor;
 pub mod control_file;
 pub mod metrics;
 pub mod wal_reader;
