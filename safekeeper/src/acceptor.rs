@@ -266,6 +266,17 @@ impl Acceptor {
     /// finds the end of valid WAL from the persisted commit LSN and cuts a torn tail).
     pub fn open(dir: &Path, node_id: NodeId, sync: Sync) -> Result<Self, AcceptorError> {
         let control = ControlFileStore::load(dir, sync)?;
+        Self::with_control_file(dir, control, node_id, sync)
+    }
+
+    /// Like [`Acceptor::open`], with the control file already loaded (so the caller can
+    /// check it before any WAL file is touched).
+    pub fn with_control_file(
+        dir: &Path,
+        control: ControlFileStore,
+        node_id: NodeId,
+        sync: Sync,
+    ) -> Result<Self, AcceptorError> {
         let state = control.state();
         let config = wal_storage_config(dir, state, sync)?;
         let wal = PhysicalStorage::open(
