@@ -107,7 +107,8 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    pub(crate) fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
+    /// A [`ProtocolError::Malformed`]; handy for callers decoding payloads of their own.
+    pub fn malformed(what: &'static str, reason: impl Into<String>) -> Self {
         ProtocolError::Malformed {
             what,
             reason: reason.into(),
