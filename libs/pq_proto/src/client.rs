@@ -207,6 +207,17 @@ pub struct ClientConnection<R, W> {
     writer: FrontendWriter<W>,
 }
 
+impl ClientConnection<tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf> {
+    /// Opens a TCP connection (Nagle off: protocol messages are small and latency-bound);
+    /// call [`startup`](Self::startup) next.
+    pub async fn connect_tcp(addr: &str) -> Result<Self, ProtocolError> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (r, w) = stream.into_split();
+        Ok(ClientConnection::new(r, w))
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite> ClientConnection<tokio::io::ReadHalf<S>, tokio::io::WriteHalf<S>> {
     /// Wraps a bidirectional stream.
     pub fn from_stream(stream: S) -> Self {

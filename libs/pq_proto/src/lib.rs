@@ -16,6 +16,8 @@
 //! Nothing here trusts the peer: every length is checked against a caller-given limit
 //! before memory is reserved, and malformed input is an error naming what was wrong.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod error;
 pub mod framed;

@@ -117,6 +117,24 @@ impl StartupParams {
         Self::default()
     }
 
+    /// What a replication client of a safekeeper sends (the walproposer, a pageserver's
+    /// WAL receiver): `user`, `database=replication`, `application_name`, and the timeline
+    /// in `options` as `-c tenant_id=… -c timeline_id=…`.
+    pub fn for_timeline(
+        tenant_id: utils::TenantId,
+        timeline_id: utils::TimelineId,
+        application_name: &str,
+    ) -> Self {
+        StartupParams::new()
+            .with("user", "strata")
+            .with("database", "replication")
+            .with("application_name", application_name)
+            .with_settings(&[
+                ("tenant_id", &tenant_id.to_string()),
+                ("timeline_id", &timeline_id.to_string()),
+            ])
+    }
+
     /// Adds (or replaces) a parameter; builder style for clients.
     pub fn with(mut self, name: &str, value: &str) -> Self {
         self.insert(name, value);

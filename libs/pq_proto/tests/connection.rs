@@ -19,13 +19,7 @@ use utils::{TenantId, TimelineId};
 const SK_SCOPES: &[Scope] = &[Scope::SafekeeperData, Scope::Tenant];
 
 fn params(tenant: TenantId, timeline: TimelineId) -> StartupParams {
-    StartupParams::new()
-        .with("user", "strata")
-        .with("database", "replication")
-        .with(
-            "options",
-            &format!("-c tenant_id={tenant} timeline_id={timeline}"),
-        )
+    StartupParams::for_timeline(tenant, timeline, "walproposer")
 }
 
 #[tokio::test]
@@ -373,4 +367,27 @@ async fn hostile_framing() {
         "{e}"
     );
     assert!(server.await.unwrap().is_err());
+}
+
+#[tokio::test]
+async fn client_over_tcp() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let (r, w) = sock.into_split();
+        common::serve(ServerConnection::new(r, w), HandshakeConfig::default()).await
+    });
+    let mut client = ClientConnection::connect_tcp(&addr).await.unwrap();
+    let (tenant, timeline) = (TenantId::generate(), TimelineId::generate());
+    client
+        .startup(&params(tenant, timeline), None)
+        .await
+        .unwrap();
+    let r = client.simple_query("identify_system").await.unwrap();
+    assert_eq!(r.rows.len(), 1);
+    drop(client);
+    let (seen, result) = server.await.unwrap();
+    result.unwrap();
+    assert_eq!(seen.queries, ["identify_system"]);
 }

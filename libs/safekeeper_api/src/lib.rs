@@ -6,6 +6,8 @@
 //! safekeeper's acceptor logic and the walproposer build on these types, so both sides of
 //! every wire format are defined in exactly one place.
 
+#![warn(missing_docs)]
+
 pub mod broker;
 pub mod feedback;
 pub mod membership;
