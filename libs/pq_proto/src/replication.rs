@@ -166,16 +166,25 @@ fn split_tag<'a>(data: &'a [u8], what: &'static str) -> Result<(u8, &'a [u8]), P
         .ok_or_else(|| ProtocolError::malformed(what, "empty CopyData"))
 }
 
+impl XLogData {
+    /// Writes an XLogData header (tag included) so the caller can append the WAL bytes
+    /// straight after it, e.g. reading from a segment file into the output buffer without
+    /// an intermediate copy.
+    pub fn put_header(buf: &mut BytesMut, wal_start: Lsn, wal_end: Lsn, send_time: TimestampTz) {
+        buf.put_u8(b'w');
+        buf.put_u64(wal_start.0);
+        buf.put_u64(wal_end.0);
+        buf.put_i64(send_time);
+    }
+}
+
 impl ReplicationMessage {
     /// Appends the CopyData payload (tag and body) to `buf`.
     pub fn encode(&self, buf: &mut BytesMut) {
         match self {
             ReplicationMessage::XLogData(x) => {
                 buf.reserve(XLOG_DATA_HEADER_SIZE + x.data.len());
-                buf.put_u8(b'w');
-                buf.put_u64(x.wal_start.0);
-                buf.put_u64(x.wal_end.0);
-                buf.put_i64(x.send_time);
+                XLogData::put_header(buf, x.wal_start, x.wal_end, x.send_time);
                 buf.put_slice(&x.data);
             }
             ReplicationMessage::Keepalive(k) => {

@@ -18,6 +18,7 @@
 use std::fmt;
 
 use bytes::BytesMut;
+use utils::{TenantId, TenantTimelineId, TimelineId};
 
 use crate::error::ProtocolError;
 
@@ -121,8 +122,8 @@ impl StartupParams {
     /// WAL receiver): `user`, `database=replication`, `application_name`, and the timeline
     /// in `options` as `-c tenant_id=… -c timeline_id=…`.
     pub fn for_timeline(
-        tenant_id: utils::TenantId,
-        timeline_id: utils::TimelineId,
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
         application_name: &str,
     ) -> Self {
         StartupParams::new()
@@ -217,6 +218,40 @@ impl StartupParams {
             .rev()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v))
+    }
+
+    /// The tenant and timeline named by the `tenant_id` and `timeline_id` settings, which
+    /// every timeline-scoped connection to a safekeeper carries.
+    pub fn tenant_timeline_id(&self) -> Result<TenantTimelineId, ProtocolError> {
+        let settings = self
+            .settings()
+            .map_err(|e| ProtocolError::malformed("startup options", e.to_string()))?;
+        let get = |name: &'static str| {
+            settings
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| {
+                    ProtocolError::malformed(
+                        "startup options",
+                        format!("no {name} setting (expected options '-c tenant_id=<hex> timeline_id=<hex>')"),
+                    )
+                })
+        };
+        let tenant_id: TenantId =
+            get("tenant_id")?
+                .parse()
+                .map_err(|e: utils::id::IdParseError| {
+                    ProtocolError::malformed("startup options", e.to_string())
+                })?;
+        let timeline_id: TimelineId =
+            get("timeline_id")?
+                .parse()
+                .map_err(|e: utils::id::IdParseError| {
+                    ProtocolError::malformed("startup options", e.to_string())
+                })?;
+        Ok(TenantTimelineId::new(tenant_id, timeline_id))
     }
 
     /// Parses the StartupMessage body after the version: name/value cstr pairs, then NUL.
@@ -445,6 +480,26 @@ mod tests {
             FeStartupPacket::parse(&80877104i32.to_be_bytes()).unwrap(),
             FeStartupPacket::GssEncRequest
         );
+    }
+
+    #[test]
+    fn tenant_timeline_from_options() {
+        let ttid = TenantTimelineId::generate();
+        let p = StartupParams::for_timeline(ttid.tenant_id, ttid.timeline_id, "wp");
+        assert_eq!(p.tenant_timeline_id().unwrap(), ttid);
+        let p = StartupParams::new().with(
+            "options",
+            &format!(
+                "-c timeline_id={} tenant_id={}",
+                ttid.timeline_id, ttid.tenant_id
+            ),
+        );
+        assert_eq!(p.tenant_timeline_id().unwrap(), ttid);
+        let e = StartupParams::new().tenant_timeline_id().unwrap_err();
+        assert!(e.to_string().contains("no tenant_id setting"), "{e}");
+        let p = StartupParams::new().with_settings(&[("tenant_id", "zz"), ("timeline_id", "00")]);
+        let e = p.tenant_timeline_id().unwrap_err();
+        assert!(e.to_string().contains("invalid tenant id \"zz\""), "{e}");
     }
 
     #[test]

@@ -489,7 +489,9 @@ impl AppendRequest {
         Ok(())
     }
 
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, ProtoError> {
+    /// Reads the header and checks that exactly `end − begin` WAL bytes follow; returns the
+    /// header and those bytes.
+    fn decode_parts<'a>(r: &mut Reader<'a>) -> Result<(AppendRequestHeader, &'a [u8]), ProtoError> {
         let h = AppendRequestHeader {
             generation: Generation(r.u32("generation")?),
             term: r.u64("term")?,
@@ -500,6 +502,11 @@ impl AppendRequest {
         };
         let len = h.payload_len()?;
         let wal = r.bytes(len, "wal_data")?;
+        Ok((h, wal))
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, ProtoError> {
+        let (h, wal) = Self::decode_parts(r)?;
         Ok(AppendRequest {
             h,
             wal_data: Bytes::copy_from_slice(wal),
@@ -607,6 +614,21 @@ impl ProposerMessage {
                 m.encode_body(buf)
             }
         }
+    }
+
+    /// Like [`decode`](Self::decode), but an AppendRequest's WAL shares `buf` instead of
+    /// being copied: the hot path of a safekeeper receiving WAL.
+    pub fn decode_bytes(buf: &Bytes) -> Result<Self, ProtoError> {
+        if buf.first() != Some(&TAG_APPEND) {
+            return Self::decode(buf);
+        }
+        let mut r = Reader::new(&buf[1..], AppendRequest::MSG);
+        let (h, _) = AppendRequest::decode_parts(&mut r)?;
+        r.finish()?;
+        Ok(ProposerMessage::AppendRequest(AppendRequest {
+            h,
+            wal_data: buf.slice(APPEND_REQUEST_HEADER_SIZE..),
+        }))
     }
 
     /// Decodes one whole message (one CopyData payload).

@@ -334,6 +334,10 @@ fn fixed_vectors_encode_and_decode() {
     for (m, bytes) in proposer_vectors() {
         assert_eq!(hex::encode(enc_p(&m)), hex::encode(&bytes), "{}", m.name());
         assert_eq!(ProposerMessage::decode(&bytes).unwrap(), m);
+        assert_eq!(
+            ProposerMessage::decode_bytes(&Bytes::from(bytes)).unwrap(),
+            m
+        );
     }
     for (m, bytes) in acceptor_vectors() {
         assert_eq!(hex::encode(enc_a(&m)), hex::encode(&bytes), "{}", m.name());
@@ -353,6 +357,7 @@ fn fixed_vectors_encode_and_decode() {
 fn every_truncation_is_rejected() {
     for (m, bytes) in proposer_vectors() {
         for cut in 0..bytes.len() {
+            assert!(ProposerMessage::decode_bytes(&Bytes::copy_from_slice(&bytes[..cut])).is_err());
             let e = ProposerMessage::decode(&bytes[..cut]).unwrap_err();
             assert!(
                 matches!(
@@ -421,6 +426,7 @@ fn trailing_bytes_are_rejected() {
     }
     let mut b = append_request().1;
     b.push(b'd');
+    assert!(ProposerMessage::decode_bytes(&Bytes::from(b.clone())).is_err());
     assert_eq!(
         ProposerMessage::decode(&b).unwrap_err().to_string(),
         "AppendRequest: 1 unexpected trailing bytes"
@@ -784,7 +790,8 @@ proptest! {
     #[test]
     fn proposer_messages_round_trip(m in arb_proposer_message()) {
         let bytes = enc_p(&m);
-        prop_assert_eq!(ProposerMessage::decode(&bytes).unwrap(), m);
+        prop_assert_eq!(&ProposerMessage::decode(&bytes).unwrap(), &m);
+        prop_assert_eq!(ProposerMessage::decode_bytes(&Bytes::from(bytes)).unwrap(), m);
     }
 
     #[test]
