@@ -41,6 +41,11 @@
 //! least `commit_lsn`, and truncates whatever follows (a torn record, garbage, an older
 //! generation of WAL).
 //!
+//! One leniency, shared with PostgreSQL: the pages after an `XLOG_SWITCH` record up to the
+//! segment end carry no WAL and are never read. While running, the switch counts as
+//! complete only once they are written; after a crash, a complete switch record is enough,
+//! and those pages may be zeros instead of the empty pages the proposer sent.
+//!
 //! # Sync code
 //! This module does blocking file I/O on purpose: `pwrite`, `fdatasync`, `rename` and
 //! `ftruncate` block in the kernel whatever the API, and tokio's fs wraps each one in its own
