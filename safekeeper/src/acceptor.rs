@@ -613,6 +613,7 @@ impl Acceptor {
         } else {
             // First use: record where the WAL starts, then create the first segment (opening
             // creates it too if a crash comes in between).
+            self.wal.check_start_lsn(start)?;
             self.persist_with(|s| {
                 if !s.timeline_start_lsn.is_valid() {
                     s.timeline_start_lsn = start;

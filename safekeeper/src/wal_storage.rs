@@ -631,8 +631,18 @@ impl PhysicalStorage {
             .local_start_lsn
             .max(Lsn(lsn.0 - 1).segment_start(seg_size));
         loop {
-            let data =
-                WalReader::new(&self.config, self.local_start_lsn, from)?.read_to_vec(lsn)?;
+            let data = match WalReader::new(&self.config, self.local_start_lsn, from)
+                .and_then(|mut r| r.read_to_vec(lsn))
+            {
+                Ok(data) => data,
+                // The segment before was removed (the removal horizon reached `lsn`): then
+                // `lsn` is the commit LSN, a known record boundary, and the link back to the
+                // previous record cannot be checked.
+                Err(StorageError::NotAvailable { .. }) if lsn == self.commit_lsn => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
             let eow = find_end_of_wal_in_bytes(from, &data, self.config.decoder_config());
             if eow.end_lsn == lsn {
                 return Ok(eow.last_record_lsn);
@@ -659,21 +669,33 @@ impl PhysicalStorage {
         Ok(())
     }
 
+    /// Checks that WAL could start at `lsn`: a page boundary, or a `MAXALIGN`ed position
+    /// after the page header.
+    pub fn check_start_lsn(&self, lsn: Lsn) -> Result<(), StorageError> {
+        let header =
+            postgres_ffi::xlog_page::page_header_size(lsn.page_start(), self.config.seg_size);
+        let ok = lsn.is_valid()
+            && (lsn.page_offset() == 0 || (lsn.is_aligned() && lsn.page_offset() >= header as u64));
+        if ok {
+            Ok(())
+        } else {
+            Err(StorageError::InvalidConfig {
+                dir: self.config.dir.clone(),
+                msg: format!("WAL cannot start at {lsn}: not a possible record start"),
+            })
+        }
+    }
+
     /// Creates the first segment for WAL starting at `local_start_lsn` (a record or page
     /// boundary): the bytes before it in its segment are a synthesized prefix
     /// ([`synthesize_prefix`]). Only for storage without WAL.
     pub fn initialize(&mut self, local_start_lsn: Lsn) -> Result<(), StorageError> {
         self.check_usable()?;
+        self.check_start_lsn(local_start_lsn)?;
         if self.write_lsn.is_valid() {
             return Err(StorageError::AlreadyInitialized {
                 dir: self.config.dir.clone(),
                 write_lsn: self.write_lsn,
-            });
-        }
-        if !local_start_lsn.is_valid() {
-            return Err(StorageError::InvalidConfig {
-                dir: self.config.dir.clone(),
-                msg: "WAL cannot start at LSN 0".to_string(),
             });
         }
         let segs = list_segments(&self.config.dir, self.config.seg_size)?;

@@ -728,3 +728,20 @@ fn wal_removal_deletes_segments_below_the_horizon() {
     let a = env.open();
     assert_eq!(a.flush_lsn(), end);
 }
+
+#[test]
+fn first_election_at_an_impossible_start_changes_nothing() {
+    let env = Env::new();
+    let mut a = env.open();
+    assert!(vote(&mut a, 1).vote_given);
+    let bad = Lsn(START.0 + 4);
+    let e = a
+        .handle_elected(&elected(1, bad, th(&[(1, bad)])))
+        .unwrap_err();
+    assert!(e.to_string().contains("not a possible record start"), "{e}");
+    let s = env.on_disk();
+    assert!(!s.local_start_lsn.is_valid());
+    assert!(s.acceptor_state.term_history.is_empty());
+    a.handle_elected(&elected(1, START, th(&[(1, START)])))
+        .unwrap();
+}

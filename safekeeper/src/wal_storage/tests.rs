@@ -582,3 +582,47 @@ fn system_id_mismatch_is_invalid_wal() {
     let err = s.write_wal(start, w.bytes()).unwrap_err();
     assert!(err.to_string().contains("different system"), "{err}");
 }
+
+#[test]
+fn initialize_refuses_impossible_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = PhysicalStorage::open(
+        config(dir.path()),
+        start_positions(Lsn::INVALID, Lsn::INVALID),
+    )
+    .unwrap();
+    for bad in [
+        Lsn::INVALID,
+        Lsn(START.0 + 3),        // unaligned
+        Lsn(2 * SEG + 16),       // inside the long header
+        Lsn(2 * SEG + 8192 + 8), // inside a short header
+    ] {
+        let e = s.initialize(bad).unwrap_err();
+        assert!(
+            e.to_string().contains("not a possible record start"),
+            "{bad}: {e}"
+        );
+    }
+    assert_eq!(segment_files(dir.path()), Vec::<String>::new());
+    s.initialize(Lsn(2 * SEG + 40)).unwrap();
+}
+
+#[test]
+fn truncate_at_commit_after_the_previous_segment_was_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = new_storage(dir.path(), START);
+    let mut w = WalWriter::new(config(dir.path()).writer_config(), START, Lsn::INVALID);
+    w.append(XLogRecordBuilder::new(RM_XLOG_ID, XLOG_NOOP).main_data(&[1; 10]));
+    let (_, switch_end) = w.switch();
+    let (_, e3) = w.append(XLogRecordBuilder::new(RM_XLOG_ID, XLOG_NOOP).main_data(&[3; 10]));
+    w.zero_until(e3);
+    s.write_wal(START, w.bytes()).unwrap();
+    s.flush().unwrap();
+    s.set_commit_lsn(switch_end);
+    assert_eq!(
+        remove_segments_below(dir.path(), SEG, switch_end, Sync::No).unwrap(),
+        vec![2]
+    );
+    s.truncate(switch_end).unwrap();
+    assert_eq!(s.flush_lsn(), switch_end);
+}
