@@ -1,6 +1,9 @@
 //! WAL redo benchmarks: `cargo bench -p pageserver --bench walredo`.
 //!
-//! - `ping`: the bare pipe round trip to a redo process (the floor).
+//! - `pipe_baseline`: 8 KiB + a reply header through a `cat` child and back, over the same
+//!   tokio pipes: what the machine charges for a round trip at all (on an idle VM whose
+//!   vCPUs halt, tens of microseconds). Report redo latency as a ratio to this.
+//! - `ping`: the bare protocol round trip to a redo process.
 //! - `heap_insert_round_trip`: one heap-insert record on an 8 KiB base image, one request
 //!   at a time (latency).
 //! - `pipelined/N`: the same request with N in flight on one process (throughput: the
@@ -110,6 +113,35 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("walredo");
     g.measurement_time(Duration::from_secs(4))
         .warm_up_time(Duration::from_secs(1));
+
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut child, mut stdin, mut stdout) = rt.block_on(async {
+            let mut child = tokio::process::Command::new("cat")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn cat");
+            let stdin = child.stdin.take().expect("stdin");
+            let stdout = child.stdout.take().expect("stdout");
+            (child, stdin, stdout)
+        });
+        let out = vec![7u8; 8192 + 13];
+        let mut back = vec![0u8; 8192 + 13];
+        g.bench_function("pipe_baseline", |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    stdin.write_all(&out).await.expect("write");
+                    stdout.read_exact(&mut back).await.expect("read");
+                })
+            })
+        });
+        rt.block_on(async {
+            drop(stdin);
+            let _ = child.wait().await;
+        });
+    }
 
     g.bench_function("ping", |b| {
         b.to_async(&rt)

@@ -66,6 +66,7 @@ void		_PG_init(void);
 #define MAX_REQUEST_LEN (512 * 1024 * 1024)
 #define FLAG_HAS_IMAGE 0x01
 #define MAX_TOUCHED_RELS 64
+#define FLUSH_THRESHOLD (32 * 1024)	/* about four page replies */
 
 static bool serve = false;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -163,7 +164,12 @@ reply(char status, uint64 request_id, const char *payload, uint32 len)
 	append_output(header, REPLY_HEADER_LEN);
 	if (len > 0)
 		append_output(payload, len);
-	if (out_len >= 256 * 1024)
+	/*
+	 * Replies also go out when the client is waiting for them: once a few
+	 * are pending, even if more requests are queued. Holding them all until
+	 * the input drains would stall a client that keeps N requests in flight.
+	 */
+	if (out_len >= FLUSH_THRESHOLD)
 		flush_output();
 }
 
