@@ -500,6 +500,20 @@ impl Acceptor {
         Ok(true)
     }
 
+    /// Raises the term durably to at least `to` (or to the current term + 1 when `to` is
+    /// `None`), deposing any proposer of a lower term. Returns `(previous, current)`; a
+    /// `to` at or below the current term changes nothing.
+    pub fn bump_term(&mut self, to: Option<Term>) -> Result<(Term, Term), AcceptorError> {
+        let previous = self.term();
+        let target = to.unwrap_or_else(|| previous.saturating_add(1));
+        if target > previous {
+            info!(ttid = %self.ttid, from = previous, to = target, "bumping term");
+            self.persist_with(|s| s.acceptor_state.term = target)?;
+            self.elected_term = None;
+        }
+        Ok((previous, self.term()))
+    }
+
     /// Votes for `msg.term` if it is higher than ours, persisting the term before replying.
     pub fn handle_vote_request(
         &mut self,
@@ -578,7 +592,13 @@ impl Acceptor {
             &msg.term_history,
             flush_lsn,
         )
-        .map_or(msg.term_history.0[0].lsn, |p| p.lsn);
+        .map(|p| p.lsn)
+        .or_else(|| msg.term_history.0.first().map(|e| e.lsn))
+        .ok_or_else(|| AcceptorError::InvalidHistory {
+            ttid: self.ttid,
+            term: msg.term,
+            msg: "empty".to_string(),
+        })?;
         if computed != start {
             return Err(AcceptorError::CommonPointMismatch {
                 ttid: self.ttid,

@@ -745,3 +745,40 @@ fn first_election_at_an_impossible_start_changes_nothing() {
     a.handle_elected(&elected(1, START, th(&[(1, START)])))
         .unwrap();
 }
+
+#[test]
+fn elected_with_an_empty_history_is_an_error_not_a_panic() {
+    let env = Env::new();
+    let mut a = env.open();
+    assert!(vote(&mut a, 1).vote_given);
+    let e = a
+        .handle_elected(&elected(1, START, TermHistory::empty()))
+        .unwrap_err();
+    assert!(matches!(e, AcceptorError::InvalidHistory { .. }), "{e}");
+    assert!(e.to_string().contains("empty"), "{e}");
+    // The acceptor still works afterwards.
+    a.handle_elected(&elected(1, START, th(&[(1, START)])))
+        .unwrap();
+}
+
+#[test]
+fn term_bump_persists_and_deposes_the_elected_proposer() {
+    let env = Env::new();
+    let mut a = env.open();
+    let pos = bootstrap(&mut a, 3, None);
+    assert_eq!(a.bump_term(None).unwrap(), (1, 2));
+    assert_eq!(env.on_disk().acceptor_state.term, 2);
+    assert_eq!(
+        a.bump_term(Some(2)).unwrap(),
+        (2, 2),
+        "not above: no change"
+    );
+    assert_eq!(a.bump_term(Some(7)).unwrap(), (2, 7));
+    // The term-1 proposer now only learns the higher term.
+    let end = pos[2].1;
+    let r = a
+        .handle_append(&append(1, end, &[], end))
+        .unwrap()
+        .expect("reply with the higher term");
+    assert_eq!(r.term, 7);
+}
