@@ -8,6 +8,7 @@
 //!   at a time (latency).
 //! - `pipelined/N`: the same request with N in flight on one process (throughput: the
 //!   reported elements/s are pages/s).
+//! - `pipelined_default_pool/16`: the same with the default pool of two processes.
 //! - `chain_200`: a 200-record heap-insert chain onto one page (records/s = 200 × pages/s).
 //! - `btree_chain`: the longest btree leaf history from a real PostgreSQL 15 (sequential
 //!   inserts into an index), replayed from its initializing record (records/s).
@@ -176,6 +177,24 @@ fn benches(c: &mut Criterion) {
             },
         );
     }
+
+    // The default pool (two processes), 16 in flight: what the pageserver gets.
+    let pool = rt
+        .block_on(async { WalRedoManager::new(WalRedoConfig::default()) })
+        .expect("walredo pool");
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("pipelined_default_pool/16", |b| {
+        b.to_async(&rt).iter(|| async {
+            futures::stream::iter(0..BATCH)
+                .map(|_| pool.request_redo(tag(), Some((Lsn(0x1000), &base[..])), &one))
+                .buffer_unordered(16)
+                .for_each(|r| async move {
+                    r.expect("redo");
+                })
+                .await
+        })
+    });
+    rt.block_on(pool.shutdown());
 
     g.throughput(Throughput::Elements(long.len() as u64));
     g.bench_function("chain_200", |b| {
