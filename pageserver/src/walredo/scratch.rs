@@ -230,17 +230,45 @@ impl Drop for ScratchRoot {
     }
 }
 
-/// Total bytes of regular files under `dir` (best effort: unreadable entries count 0).
+/// What a scratch directory costs: its files' bytes plus [`ENTRY_COST`] per entry, because
+/// redo's side effects are mostly empty files (one inode each, per relation touched).
+/// Best effort: unreadable entries count only their entry cost.
 pub fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     entries
         .filter_map(Result::ok)
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
+        .map(|e| {
+            ENTRY_COST
+                + match e.file_type() {
+                    Ok(t) if t.is_dir() => dir_size(&e.path()),
+                    Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+                    Err(_) => 0,
+                }
         })
         .sum()
+}
+
+/// The nominal cost of one directory entry (an inode and its dentry in tmpfs).
+pub const ENTRY_COST: u64 = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_files_count_towards_the_size() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(dir_size(dir.path()), 0);
+        for i in 0..10 {
+            std::fs::write(dir.path().join(format!("{i}_vm")), b"").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/data"), [0u8; 100]).unwrap();
+        assert_eq!(
+            dir_size(dir.path()),
+            10 * ENTRY_COST + ENTRY_COST + (ENTRY_COST + 100)
+        );
+    }
 }
