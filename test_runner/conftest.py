@@ -9,4 +9,5 @@ pytest_plugins = [
     "fixtures.auth",
     "fixtures.nats",
     "fixtures.postgres",
+    "fixtures.safekeeper",
 ]

@@ -3,13 +3,27 @@
 //! The durable core lives here: [`control_file`] (the per-timeline persistent state),
 //! [`wal_storage`] (WAL segments, with [`wal_reader`] to read them back), [`timeline`]
 //! (durable creation, loading and deletion of timeline directories) and [`acceptor`] (the
-//! acceptor state machine of the proposer protocol). The network servers build on them.
+//! acceptor state machine of the proposer protocol).
+//!
+//! The server builds on them: [`global_timelines`] holds every timeline as a
+//! [`shared_timeline::SharedTimeline`]; [`wal_service`] serves the libpq port, handing
+//! `START_WAL_PUSH` to [`receive_wal`] and `START_REPLICATION` to [`send_wal`]; [`http`] is
+//! the management API; [`background`] and [`broker`] run periodic work. The binary
+//! (`src/main.rs`) wires them together.
 
 pub mod acceptor;
+pub mod background;
+pub mod broker;
 pub mod control_file;
+pub mod global_timelines;
+pub mod http;
 pub mod metrics;
+pub mod receive_wal;
+pub mod send_wal;
+pub mod shared_timeline;
 pub mod timeline;
 pub mod wal_reader;
+pub mod wal_service;
 pub mod wal_storage;
 
 use std::path::PathBuf;

@@ -6,7 +6,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Histogram, IntCounter, IntGauge, IntGaugeVec};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use utils::TenantTimelineId;
 
 /// Buckets for disk operations: from 50 µs (page-cache writes) to 10 s (a stalled disk).
@@ -63,6 +63,82 @@ pub static WAL_RECEIVED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
             "WAL bytes received from proposers and written to segment files"
         ),
         "safekeeper_wal_received_bytes_total",
+    )
+});
+
+/// Walproposers connected (`START_WAL_PUSH` sessions), over all timelines.
+pub static WAL_PROPOSERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_gauge!(
+            "safekeeper_wal_proposers",
+            "Connected walproposers (START_WAL_PUSH sessions) over all timelines"
+        ),
+        "safekeeper_wal_proposers",
+    )
+});
+
+/// Walsenders streaming WAL (`START_REPLICATION` sessions), over all timelines.
+pub static WAL_SENDERS: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_gauge!(
+            "safekeeper_wal_senders",
+            "Connected WAL readers (START_REPLICATION sessions) over all timelines"
+        ),
+        "safekeeper_wal_senders",
+    )
+});
+
+/// Timelines loaded and served.
+pub static TIMELINES: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_gauge!("safekeeper_timelines", "Timelines served"),
+        "safekeeper_timelines",
+    )
+});
+
+/// Timelines that failed to load and are not served.
+pub static BROKEN_TIMELINES: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_gauge!(
+            "safekeeper_broken_timelines",
+            "Timelines that failed to load and are not served"
+        ),
+        "safekeeper_broken_timelines",
+    )
+});
+
+/// WAL segments removed because they fell below the removal horizon.
+pub static WAL_SEGMENTS_REMOVED: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_counter!(
+            "safekeeper_wal_segments_removed_total",
+            "WAL segments deleted below the removal horizon"
+        ),
+        "safekeeper_wal_segments_removed_total",
+    )
+});
+
+/// libpq connections accepted, and queries received on them.
+pub static PG_QUERIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_counter_vec!(
+            "safekeeper_pg_queries_received_total",
+            "Commands received on the libpq port, by command",
+            &["command"]
+        ),
+        "safekeeper_pg_queries_received_total",
+    )
+});
+
+/// Broker heartbeats published and received, by result.
+pub static BROKER_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_counter_vec!(
+            "safekeeper_broker_messages_total",
+            "Broker heartbeats, by direction and result",
+            &["direction", "result"]
+        ),
+        "safekeeper_broker_messages_total",
     )
 });
 
@@ -131,4 +207,20 @@ pub fn remove_timeline_metrics(ttid: &TenantTimelineId) {
         // Absent labels are fine: the timeline may never have reported.
         let _ = vec.remove_label_values(&l);
     }
+}
+
+/// Registers every process-wide metric now, so `/metrics` lists them (at zero) from the
+/// start rather than from their first use.
+pub fn register_all() {
+    LazyLock::force(&WRITE_WAL_SECONDS);
+    LazyLock::force(&FLUSH_WAL_SECONDS);
+    LazyLock::force(&PERSIST_CONTROL_FILE_SECONDS);
+    LazyLock::force(&WAL_RECEIVED_BYTES);
+    LazyLock::force(&WAL_PROPOSERS);
+    LazyLock::force(&WAL_SENDERS);
+    LazyLock::force(&TIMELINES);
+    LazyLock::force(&BROKEN_TIMELINES);
+    LazyLock::force(&WAL_SEGMENTS_REMOVED);
+    LazyLock::force(&PG_QUERIES);
+    LazyLock::force(&BROKER_MESSAGES);
 }

@@ -1,0 +1,450 @@
+//! `START_WAL_PUSH`: a walproposer drives this safekeeper's acceptor for one timeline.
+//!
+//! ```text
+//!  socket ──► network reader ──► queue (256 msgs) ──► disk thread ──► replies (16) ──► network writer ──► socket
+//!             (decode)                                 (Acceptor)                        (encode + feedback)
+//! ```
+//!
+//! * The **network reader** (async) decodes each CopyData as a [`ProposerMessage`] and
+//!   queues it; a malformed message ends the connection with an ErrorResponse naming the
+//!   message and field.
+//! * The **disk thread** (a dedicated OS thread, because the acceptor does blocking file
+//!   I/O) takes everything queued, one acceptor call per message, and fdatasyncs **when the
+//!   queue drains** and at least every [`crate::wal_storage::FLUSH_INTERVAL`] while it does
+//!   not. Each flush that follows appends produces exactly one AppendResponse. When the
+//!   reader ends (disconnect, CopyDone, shutdown), the thread flushes what it received
+//!   before exiting, so WAL acknowledged or not is never left unsynced.
+//! * The **network writer** (async) sends replies, adding the standbys' hot-standby
+//!   feedback and the latest pageserver feedback to each AppendResponse.
+//!
+//! An acceptor error (append out of order, a refused election, a storage failure) ends the
+//! connection with an ErrorResponse carrying the error; the timeline stays usable for the
+//! next proposer. A proposer with a lower term is not an error: it is answered with the
+//! higher term and decides to go away itself.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pq_proto::messages::BeMessage;
+use pq_proto::{FeMessage, ProtocolError, SqlState};
+use safekeeper_api::models::{ProposerPhase, WalProposerInfo};
+use safekeeper_api::proto::{MAX_APPEND_REQUEST_SIZE, ProposerGreeting};
+use safekeeper_api::{AcceptorMessage, ProposerMessage};
+use tokio::sync::mpsc::{self, error::TryRecvError};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info};
+use utils::TenantTimelineId;
+use utils::auth::authorize;
+
+use crate::acceptor::Acceptor;
+use crate::global_timelines::GlobalTimelinesError;
+use crate::http::TENANT_SCOPES;
+use crate::shared_timeline::SharedTimeline;
+use crate::wal_service::{Conn, ConnCtx, ConnError, lookup_sqlstate};
+
+/// Proposer messages queued between the network reader and the disk thread.
+pub const MSG_QUEUE_SIZE: usize = 256;
+/// Replies queued between the disk thread and the network writer.
+pub const REPLY_QUEUE_SIZE: usize = 16;
+
+/// What the disk thread hands the writer.
+#[derive(Debug)]
+enum Reply {
+    Msg(AcceptorMessage),
+    /// The acceptor refused a message; the connection ends with this error.
+    Error(String),
+}
+
+/// Why the network reader stopped.
+#[derive(Debug)]
+enum ReadEnd {
+    /// EOF, Terminate or CopyDone.
+    Closed,
+    /// The server is shutting down or the timeline was deleted.
+    Cancelled,
+}
+
+/// Serves one `START_WAL_PUSH` session until it ends.
+pub async fn handle(mut conn: Conn, ctx: &ConnCtx, allow_creation: bool) -> Result<(), ConnError> {
+    conn.write_message(&BeMessage::CopyBothResponse);
+    conn.flush().await?;
+    let (mut reader, mut writer) = conn.into_split();
+
+    // The greeting names the timeline; nothing else may come first.
+    let first = tokio::select! {
+        _ = ctx.cancel.cancelled() => return Ok(()),
+        m = reader.read_fe_message(MAX_APPEND_REQUEST_SIZE) => m,
+    };
+    let greeting = match first.and_then(|m| decode(m, "ProposerGreeting")) {
+        Ok(Some(ProposerMessage::Greeting(g))) => g,
+        Ok(Some(other)) => {
+            let e = ProtocolError::Unexpected {
+                got: other.name().to_string(),
+                expected: "ProposerGreeting",
+            };
+            return fail(&mut writer, e.sql_state(), e.to_string()).await;
+        }
+        Ok(None) => return Ok(()),
+        Err(e) => return fail(&mut writer, e.sql_state(), e.to_string()).await,
+    };
+    let ttid = TenantTimelineId::new(greeting.tenant_id, greeting.timeline_id);
+    if let Some(conn_ttid) = ctx.ttid
+        && conn_ttid != ttid
+    {
+        let msg = format!(
+            "ProposerGreeting names timeline {ttid}, but the connection was opened for {conn_ttid}"
+        );
+        return fail(&mut writer, SqlState::INVALID_PARAMETER_VALUE, msg).await;
+    }
+    if let Some(claims) = &ctx.claims
+        && let Err(e) = authorize(claims, TENANT_SCOPES, Some(ttid.tenant_id))
+    {
+        return fail(&mut writer, SqlState::INVALID_AUTHORIZATION, e.to_string()).await;
+    }
+    let tl = {
+        let timelines = Arc::clone(&ctx.timelines);
+        let (mconf, server) = (greeting.mconf.clone(), greeting.server_info());
+        let r = tokio::task::spawn_blocking(move || {
+            timelines.get_or_create(ttid, &mconf, server, allow_creation)
+        })
+        .await
+        .map_err(|e| ConnError::Other(format!("timeline lookup task failed: {e}")))?;
+        match r {
+            Ok((tl, _created)) => tl,
+            Err(e) => {
+                let code = match &e {
+                    GlobalTimelinesError::NotFound(_) => SqlState::UNDEFINED_OBJECT,
+                    other => lookup_sqlstate(other),
+                };
+                let msg = match e {
+                    GlobalTimelinesError::NotFound(t) => format!(
+                        "timeline {t} not found and START_WAL_PUSH was given allow_timeline_creation 'false'"
+                    ),
+                    other => other.to_string(),
+                };
+                return fail(&mut writer, code, msg).await;
+            }
+        }
+    };
+    let span = tracing::info_span!("wal_push", ttid = %ttid);
+    run_pipeline(reader, &mut writer, ctx, tl, greeting)
+        .instrument(span)
+        .await
+}
+
+type Reader = pq_proto::framed::MessageReader<tokio::net::tcp::OwnedReadHalf>;
+type Writer = pq_proto::framed::MessageWriter<tokio::net::tcp::OwnedWriteHalf>;
+
+fn decode(
+    msg: Option<FeMessage>,
+    expected: &'static str,
+) -> Result<Option<ProposerMessage>, ProtocolError> {
+    match msg {
+        None => Ok(None),
+        Some(FeMessage::CopyData(bytes)) => ProposerMessage::decode_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| ProtocolError::malformed("proposer message", e.to_string())),
+        Some(FeMessage::CopyDone | FeMessage::Terminate) => Ok(None),
+        Some(other) => Err(ProtocolError::Unexpected {
+            got: other.name(),
+            expected,
+        }),
+    }
+}
+
+/// Sends an ERROR and ends the session.
+async fn fail(writer: &mut Writer, code: SqlState, msg: String) -> Result<(), ConnError> {
+    writer.write_be(&BeMessage::ErrorResponse {
+        code,
+        message: &msg,
+        fatal: false,
+    });
+    // The session ends either way; the error is what gets logged.
+    let _ = writer.flush().await;
+    Err(ConnError::Other(msg))
+}
+
+async fn run_pipeline(
+    reader: Reader,
+    writer: &mut Writer,
+    ctx: &ConnCtx,
+    tl: Arc<SharedTimeline>,
+    greeting: ProposerGreeting,
+) -> Result<(), ConnError> {
+    let _registration = tl.register_walproposer(WalProposerInfo {
+        conn_id: ctx.conn_id,
+        remote_addr: ctx.peer.to_string(),
+        phase: ProposerPhase::Voting,
+        term: None,
+    });
+    info!("walproposer connected");
+    let cancel = CancellationToken::new();
+    let (msg_tx, msg_rx) = mpsc::channel(MSG_QUEUE_SIZE);
+    let (reply_tx, reply_rx) = mpsc::channel(REPLY_QUEUE_SIZE);
+
+    let disk = {
+        let tl = Arc::clone(&tl);
+        let conn_id = ctx.conn_id;
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name(format!("wal-push-{conn_id}"))
+            .spawn(move || {
+                let _enter = span.enter();
+                disk_loop(&tl, conn_id, greeting, msg_rx, &reply_tx)
+            })
+            .map_err(|e| ConnError::Other(format!("spawning the WAL disk thread: {e}")))?
+    };
+
+    let read_cancel = cancel.clone();
+    let server_cancel = ctx.cancel.clone();
+    let tl_cancel = tl.cancel_token().clone();
+    let read_task = tokio::spawn(
+        async move {
+            tokio::select! {
+                r = read_loop(reader, msg_tx) => r,
+                _ = read_cancel.cancelled() => Ok(ReadEnd::Closed),
+                _ = server_cancel.cancelled() => Ok(ReadEnd::Cancelled),
+                _ = tl_cancel.cancelled() => Ok(ReadEnd::Cancelled),
+            }
+        }
+        .instrument(tracing::Span::current()),
+    );
+
+    let write_result = write_loop(writer, reply_rx, &tl).await;
+    // The disk thread has exited (its reply channel closed): stop reading if still at it.
+    cancel.cancel();
+    let read_result = read_task
+        .await
+        .map_err(|e| ConnError::Other(format!("reader task failed: {e}")))?;
+    // The thread has exited or is about to (its channel is closed); joining is quick.
+    let disk_result = tokio::task::spawn_blocking(move || disk.join())
+        .await
+        .map_err(|e| ConnError::Other(format!("joining the WAL disk thread: {e}")))?
+        .map_err(|_| ConnError::Other("the WAL disk thread panicked".into()))?;
+
+    if let Err(msg) = write_result {
+        // The acceptor refused something; the client has the error.
+        return Err(ConnError::Other(msg));
+    }
+    if let Err(e) = disk_result {
+        return Err(ConnError::Other(e));
+    }
+    match read_result {
+        Ok(ReadEnd::Closed) => {
+            info!("walproposer disconnected");
+            Ok(())
+        }
+        Ok(ReadEnd::Cancelled) => {
+            let msg = if tl.cancel_token().is_cancelled() && !ctx.cancel.is_cancelled() {
+                format!("timeline {} was deleted", tl.ttid())
+            } else {
+                "the safekeeper is shutting down".to_string()
+            };
+            writer.write_be(&BeMessage::ErrorResponse {
+                code: SqlState::ADMIN_SHUTDOWN,
+                message: &msg,
+                fatal: true,
+            });
+            let _ = writer.flush().await;
+            info!("WAL push ended: {msg}");
+            Ok(())
+        }
+        Err(e) => {
+            if !matches!(e, ProtocolError::Io(_)) {
+                writer.write_be(&BeMessage::ErrorResponse {
+                    code: e.sql_state(),
+                    message: &e.to_string(),
+                    fatal: true,
+                });
+                let _ = writer.flush().await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+async fn read_loop(
+    mut reader: Reader,
+    tx: mpsc::Sender<ProposerMessage>,
+) -> Result<ReadEnd, ProtocolError> {
+    loop {
+        let msg = reader.read_fe_message(MAX_APPEND_REQUEST_SIZE).await?;
+        match decode(msg, "CopyData with a proposer message")? {
+            None => return Ok(ReadEnd::Closed),
+            Some(m) => {
+                if tx.send(m).await.is_err() {
+                    // The disk thread stopped (it reports why).
+                    return Ok(ReadEnd::Closed);
+                }
+            }
+        }
+    }
+}
+
+/// Sends replies until the disk thread exits. Returns the acceptor's error, if it ended
+/// with one (already sent to the client).
+async fn write_loop(
+    writer: &mut Writer,
+    mut rx: mpsc::Receiver<Reply>,
+    tl: &SharedTimeline,
+) -> Result<(), String> {
+    let mut socket_ok = true;
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(reply) = next.take() {
+            match reply {
+                Reply::Msg(mut msg) => {
+                    if let AcceptorMessage::AppendResponse(r) = &mut msg {
+                        r.hs_feedback = tl.hs_feedback();
+                        r.pageserver_feedback = tl.last_ps_feedback();
+                    }
+                    if let Err(e) = writer.write_copy_data_with(|buf| msg.encode(buf)) {
+                        // Our own message failed to encode: a bug, reported as an error.
+                        let text = format!("encoding {}: {e}", msg.name());
+                        writer.write_be(&BeMessage::ErrorResponse {
+                            code: SqlState::INTERNAL_ERROR,
+                            message: &text,
+                            fatal: true,
+                        });
+                        let _ = writer.flush().await;
+                        return Err(text);
+                    }
+                }
+                Reply::Error(text) => {
+                    writer.write_be(&BeMessage::ErrorResponse {
+                        code: SqlState::PROTOCOL_VIOLATION,
+                        message: &text,
+                        fatal: true,
+                    });
+                    let _ = writer.flush().await;
+                    return Err(text);
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        if socket_ok && let Err(e) = writer.flush().await {
+            // Keep draining so the disk thread is never blocked on a full channel; the
+            // reader sees the broken socket too.
+            debug!("sending replies failed: {e}");
+            socket_ok = false;
+        }
+    }
+    Ok(())
+}
+
+/// The disk side: the only code that calls the acceptor for this connection.
+fn disk_loop(
+    tl: &SharedTimeline,
+    conn_id: u64,
+    greeting: ProposerGreeting,
+    mut rx: mpsc::Receiver<ProposerMessage>,
+    tx: &mpsc::Sender<Reply>,
+) -> Result<(), String> {
+    let mut state = DiskState {
+        tl,
+        conn_id,
+        tx,
+        need_flush: false,
+    };
+    state.process(ProposerMessage::Greeting(greeting))?;
+    loop {
+        let Some(msg) = rx.blocking_recv() else {
+            return state.flush_if_needed();
+        };
+        state.process(msg)?;
+        let mut disconnected = false;
+        loop {
+            match rx.try_recv() {
+                Ok(msg) => {
+                    state.process(msg)?;
+                    if state.need_flush && state.flush_due()? {
+                        state.flush_if_needed()?;
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+        state.flush_if_needed()?;
+        if disconnected {
+            return Ok(());
+        }
+    }
+}
+
+struct DiskState<'a> {
+    tl: &'a SharedTimeline,
+    conn_id: u64,
+    tx: &'a mpsc::Sender<Reply>,
+    /// Appends were processed since the last flush.
+    need_flush: bool,
+}
+
+impl DiskState<'_> {
+    fn acceptor<R>(&self, f: impl FnOnce(&mut Acceptor) -> R) -> Result<R, String> {
+        self.tl
+            .with_acceptor(f)
+            .map_err(|e| self.fail(e.to_string()))
+    }
+
+    /// Reports a fatal error to the writer (best effort) and returns it.
+    fn fail(&self, msg: String) -> String {
+        let _ = self.tx.blocking_send(Reply::Error(msg.clone()));
+        msg
+    }
+
+    fn send(&self, msg: AcceptorMessage) -> Result<(), String> {
+        // A closed channel means the writer is gone (socket dead): stop.
+        self.tx
+            .blocking_send(Reply::Msg(msg))
+            .map_err(|_| "the connection's writer has stopped".to_string())
+    }
+
+    fn process(&mut self, msg: ProposerMessage) -> Result<(), String> {
+        let is_append = matches!(msg, ProposerMessage::AppendRequest(_));
+        let elected_term = match &msg {
+            ProposerMessage::Elected(e) => Some(e.term),
+            _ => None,
+        };
+        let result = self.acceptor(|a| a.process_msg(&msg))?;
+        match result {
+            Ok(reply) => {
+                if let Some(term) = elected_term
+                    && reply.is_none()
+                {
+                    self.tl.update_walproposer(self.conn_id, |i| {
+                        i.phase = ProposerPhase::Streaming;
+                        i.term = Some(term);
+                    });
+                }
+                if is_append && reply.is_none() {
+                    self.need_flush = true;
+                }
+                if let Some(reply) = reply {
+                    self.send(reply)?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e.to_string())),
+        }
+    }
+
+    fn flush_due(&self) -> Result<bool, String> {
+        let now = Instant::now();
+        self.acceptor(|a| a.flush_due(now))
+    }
+
+    fn flush_if_needed(&mut self) -> Result<(), String> {
+        if !self.need_flush {
+            return Ok(());
+        }
+        self.need_flush = false;
+        match self.acceptor(|a| a.flush())? {
+            Ok(resp) => self.send(AcceptorMessage::AppendResponse(resp)),
+            Err(e) => Err(self.fail(e.to_string())),
+        }
+    }
+}
