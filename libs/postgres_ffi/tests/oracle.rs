@@ -14,6 +14,9 @@
 //!   `pg_controldata` again.
 //!
 //! Variants differ in `wal_compression`, segment size, `wal_level` and consistency checking.
+//! The clusters are [`pg_oracle::TestPostgres`] servers.
+
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -22,8 +25,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-use common::pg::{PgCluster, PgOptions, pg_controldata, pg_waldump};
 use common::waldump::{DumpRecord, parse_lsn, parse_waldump, pg_lsn, pg_timestamp};
+use pg_oracle::TestPostgres;
 use postgres_ffi::controlfile::ControlFileData;
 use postgres_ffi::decoder::{WalDecoderConfig, WalStreamDecoder};
 use postgres_ffi::records::dbase::DbaseRecord;
@@ -673,14 +676,16 @@ fn check_images_against_files(
     compared
 }
 
-fn check_controlfile(pg: &PgCluster, records: &[(Lsn, Lsn, DecodedWalRecord)], variant: &Variant) {
-    let bytes = fs::read(pg.datadir.join("global/pg_control")).expect("read pg_control");
+fn check_controlfile(
+    pg: &TestPostgres,
+    records: &[(Lsn, Lsn, DecodedWalRecord)],
+    variant: &Variant,
+) {
+    let bytes = fs::read(pg.datadir().join("global/pg_control")).expect("read pg_control");
     let cf = ControlFileData::decode(&bytes).expect("decode pg_control");
-    let (kv, _) = pg_controldata(&pg.datadir);
+    let kv = pg.pg_controldata(pg.datadir()).unwrap();
     let get = |k: &str| -> &str {
-        kv.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
+        kv.get(k)
             .unwrap_or_else(|| panic!("pg_controldata has no {k:?}"))
     };
     let cp = &cf.checkpoint_copy;
@@ -864,15 +869,16 @@ fn check_controlfile(pg: &PgCluster, records: &[(Lsn, Lsn, DecodedWalRecord)], v
     let mut changed = cf.clone();
     changed.checkpoint_copy.next_oid += 12345;
     changed.checkpoint_copy.next_xid = (7u64 << 32) | 4242;
-    let scratch = pg.scratch("controlcopy");
+    let scratch = pg.scratch("controlcopy").unwrap();
     fs::create_dir_all(scratch.join("global")).expect("mkdir global");
     fs::write(scratch.join("global/pg_control"), changed.encode()).expect("write pg_control");
-    let (kv2, stderr) = pg_controldata(&scratch);
+    let kv2 = pg.pg_controldata(&scratch).unwrap();
     assert!(
-        !stderr.contains("CRC"),
-        "pg_controldata complains: {stderr}"
+        !kv2.stderr.contains("CRC"),
+        "pg_controldata complains: {}",
+        kv2.stderr
     );
-    let get2 = |k: &str| kv2.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let get2 = |k: &str| kv2.get(k).map(str::to_string);
     assert_eq!(
         get2("Latest checkpoint's NextOID"),
         Some((cp.next_oid + 12345).to_string())
@@ -898,13 +904,17 @@ struct Compared {
     end: wal_segment::EndOfWal,
 }
 
-/// Decodes every segment in `wal_dir`, compares each record (and its parsed content and
-/// images) with `pg_waldump`, and checks that both stop at the same place.
-fn decode_and_compare(name: &str, wal_dir: &Path, seg_size: u64) -> Compared {
+/// Decodes every segment in `pg`'s WAL directory, compares each record (and its parsed
+/// content and images) with `pg_waldump`, and checks that both stop at the same place.
+fn decode_and_compare(name: &str, pg: &TestPostgres, seg_size: u64) -> Compared {
+    let wal_dir = &pg.wal_dir();
     let wal = decode_wal_dir(wal_dir, seg_size);
     let first = wal.records.first().expect("some WAL").0;
     let first_segment = first.segment_start(seg_size);
-    let (dump_out, dump_err) = pg_waldump(wal_dir, &pg_lsn(first_segment));
+    let dump = pg
+        .pg_waldump(wal_dir, &["-b", "-s", &pg_lsn(first_segment)])
+        .unwrap();
+    let (dump_out, dump_err) = (dump.stdout, dump.stderr);
     let dump = parse_waldump(&dump_out);
 
     let mut errors = Vec::new();
@@ -1031,21 +1041,23 @@ fn run_variant(v: Variant) {
     if let Some(c) = v.consistency_checking {
         settings.push(("wal_consistency_checking".into(), c.into()));
     }
-    let mut pg = PgCluster::init(&PgOptions {
-        wal_segsize_mb: v.wal_segsize_mb,
-        settings,
-    });
-    pg.start();
-    pg.psql(&workload());
+    let mut pg = TestPostgres::builder()
+        .wal_segsize_mb(v.wal_segsize_mb)
+        .confs(&settings)
+        .init()
+        .unwrap();
+    pg.start().unwrap();
+    pg.psql_script("postgres", &workload()).unwrap();
     let d_wal: u32 = pg
         .psql("SELECT oid FROM pg_database WHERE datname = 'd_wal'")
+        .unwrap()
         .trim()
         .parse()
         .expect("d_wal oid");
-    pg.stop();
+    pg.stop("fast").unwrap();
 
     let seg_size = u64::from(v.wal_segsize_mb) << 20;
-    let c = decode_and_compare(v.name, &pg.wal_dir(), seg_size);
+    let c = decode_and_compare(v.name, &pg, seg_size);
     let stats = &c.stats;
     assert!(
         matches!(c.end.reason, EndOfWalReason::Invalid(ref e) if e.is_zeroed()),
@@ -1054,7 +1066,7 @@ fn run_variant(v: Variant) {
         c.end.reason
     );
     let mut errors = Vec::new();
-    let on_disk = check_images_against_files(&pg.datadir, d_wal, &c.wal.records, &mut errors);
+    let on_disk = check_images_against_files(pg.datadir(), d_wal, &c.wal.records, &mut errors);
     assert!(
         errors.is_empty(),
         "[{}] images differ from data files:\n{}",
@@ -1151,26 +1163,36 @@ fn oracle_crash_torn_tail() {
     let mut settings = base_settings("replica", "off");
     settings.push(("wal_buffers".into(), "64kB".into()));
     settings.push(("synchronous_commit".into(), "off".into()));
-    let mut pg = PgCluster::init(&PgOptions {
-        wal_segsize_mb: 1,
-        settings,
-    });
-    pg.start();
-    let mut load = pg.psql_background(
-        "DO $$ BEGIN LOOP PERFORM pg_logical_emit_message(false, 'strata', repeat('z', 60000)); PERFORM pg_sleep(0.002); END LOOP; END $$",
-    );
+    let mut pg = TestPostgres::builder()
+        .wal_segsize_mb(1)
+        .confs(&settings)
+        .init()
+        .unwrap();
+    pg.start().unwrap();
+    // Bounded (at most 2000 records of 60 kB, at least 4 s of sleeps) in case the crash
+    // fails; the crash comes long before the end.
+    let load = pg
+        .psql_background_running(
+            "postgres",
+            "DO $$ BEGIN FOR i IN 1..2000 LOOP PERFORM pg_logical_emit_message(false, 'strata', repeat('z', 60000)); PERFORM pg_sleep(0.002); END LOOP; END $$",
+        )
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    pg.crash();
-    let _ = load.wait();
+    pg.crash().unwrap();
+    let load = load.wait_with_output().unwrap();
+    assert!(
+        !load.status.success(),
+        "the load was still running at the crash"
+    );
     let seg_size = 1 << 20;
 
-    let before = decode_and_compare("crashed", &pg.wal_dir(), seg_size);
+    let before = decode_and_compare("crashed", &pg, seg_size);
     let torn_end = before.end.end_lsn;
     let last = before.end.last_record_lsn.expect("some records");
     eprintln!("[crashed] WAL ends at {torn_end}: {:?}", before.end.reason);
 
-    pg.start();
-    let log = pg.log();
+    pg.start().unwrap();
+    let log = pg.log().unwrap();
     let redo_done = log
         .split("redo done at ")
         .nth(1)
@@ -1181,9 +1203,9 @@ fn oracle_crash_torn_tail() {
         redo_done, last,
         "PostgreSQL's redo ended at the same record"
     );
-    pg.stop();
+    pg.stop("fast").unwrap();
 
-    let after = decode_and_compare("recovered", &pg.wal_dir(), seg_size);
+    let after = decode_and_compare("recovered", &pg, seg_size);
     assert_eq!(after.first_segment, before.first_segment);
     let overwrite =
         after

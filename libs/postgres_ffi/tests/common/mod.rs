@@ -1,4 +1,4 @@
-//! Shared helpers for the oracle tests: a scratch PostgreSQL cluster and `pg_waldump` parsing.
+//! Shared helpers for the oracle tests: `pg_waldump` parsing (the clusters themselves are
+//! `pg_oracle::TestPostgres`).
 
-pub mod pg;
 pub mod waldump;
