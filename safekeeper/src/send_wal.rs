@@ -7,10 +7,10 @@
 //!   one of the two. Any change (a vote, an election, a truncation) ends the stream with
 //!   "term changed", so WAL that may be truncated is never sent as if it were stable.
 //! * The start may be anywhere from the start of the segment holding `timeline_start_lsn`
-//!   up to the end bound: PostgreSQL's walreceiver rounds its start down to the segment
-//!   start and checks the long page header there, so the bytes before
-//!   `timeline_start_lsn` are served as [`crate::wal_storage::synthesize_prefix`] builds
-//!   them.
+//!   on; a start beyond the end bound waits for WAL to get there. PostgreSQL's walreceiver
+//!   rounds its start down to the segment start and checks the long page header there, so
+//!   the bytes before `timeline_start_lsn` are served as
+//!   [`crate::wal_storage::synthesize_prefix`] builds them.
 //! * WAL goes out in XLogData messages of at most [`MAX_SEND_SIZE`] (128 KiB); a chunk that
 //!   does not reach the end bound is cut at a page boundary. When there is nothing to send,
 //!   a keepalive goes out every [`KEEPALIVE_INTERVAL`].
@@ -123,9 +123,9 @@ async fn prepare(
         ));
     }
     if start > flush_lsn {
-        return Err(format!(
-            "START_REPLICATION: requested starting point {start} is ahead of the WAL flush position {flush_lsn} of this safekeeper"
-        ));
+        // Unlike a PostgreSQL primary, a safekeeper may lag the WAL its clients already
+        // have (a standby restored from a base backup of the compute): wait for it.
+        debug!(%start, %flush_lsn, "start is ahead of the flush LSN: waiting for WAL");
     }
     Ok((reader, snap))
 }

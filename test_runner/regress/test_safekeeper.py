@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from fixtures.auth import AuthKeys
 from fixtures.paths import StrataBinaries
+from fixtures.ports import PortAllocator
+from fixtures.postgres import VanillaPostgres
+from fixtures.run_as import RunAs
 from fixtures.safekeeper import (
+    WAL_SEG_SIZE,
     Safekeeper,
     SafekeeperApiError,
     SafekeeperFactory,
+    WalPusher,
+    int_to_lsn,
+    lsn_to_int,
     random_id,
 )
+from fixtures.services import ServiceRegistry
+from fixtures.utils import wait_until
 from fixtures.workdir import TestDir
 
 
@@ -169,3 +179,152 @@ def test_safekeeper_http_auth(safekeeper_factory: SafekeeperFactory, auth_keys: 
     # safekeeperdata may do everything.
     assert len(sk.http.timeline_list()["timelines"]) == 1
     assert sk.http.timeline_delete(tenant, timeline)["existed"]
+
+
+ROWS_QUERY = (
+    "SELECT count(*), sum(id), md5(string_agg(id::text || payload, ',' ORDER BY id)) FROM t"
+)
+
+
+@pytest.mark.parametrize("start", ["segment_start", "mid_segment"])
+def test_stock_standby(
+    start: str,
+    safekeeper: Safekeeper,
+    vanilla_pg: VanillaPostgres,
+    strata_bin: StrataBinaries,
+    test_dir: TestDir,
+    pg_bindir: Path,
+    port_allocator: PortAllocator,
+    run_as: RunAs,
+    services: ServiceRegistry,
+):
+    """A stock PostgreSQL 15 standby streams from a safekeeper and, promoted, has every row.
+
+    The primary's WAL reaches the safekeeper through the test-only proposer
+    (test_wal_pusher), from a segment start (after pg_switch_wal) or from the middle of a
+    segment. The standby is a pg_basebackup of the primary that first streams from the
+    primary until it has replayed past the timeline's start, then is restarted with its
+    primary_conninfo pointing at the safekeeper: its walreceiver asks for the segment that
+    holds the timeline's start, from the segment's beginning, so with a mid-segment start
+    the bytes before it are the safekeeper's synthesized ones.
+    """
+    primary = vanilla_pg
+    primary.configure({"wal_level": "replica", "max_wal_senders": 5, "max_replication_slots": 5})
+    primary.start()
+    system_id = int(primary.safe_psql("SELECT system_identifier FROM pg_control_system()")[0][0])
+    pg_version = int(primary.safe_psql("SHOW server_version_num")[0][0])
+    primary.safe_psql("SELECT pg_create_physical_replication_slot('sk_pusher', true)")
+    primary.safe_psql("CREATE TABLE t (id int PRIMARY KEY, payload text)")
+    primary.safe_psql("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 500) g")
+
+    # The standby: a base backup of the primary, first streaming from the primary itself.
+    standby = VanillaPostgres(
+        "standby",
+        pg_bindir,
+        test_dir.owned_dir("standby"),
+        test_dir.path,
+        port_allocator.get(),
+        run_as,
+    )
+    services.register(standby)
+    standby._run_tool(
+        [
+            pg_bindir / "pg_basebackup",
+            "-D",
+            standby.datadir,
+            "-h",
+            primary.host,
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "--checkpoint=fast",
+            "--no-sync",
+        ],
+        "standby-basebackup.log",
+    )
+    standby.configure(
+        {
+            "port": standby.port,
+            "listen_addresses": standby.host,
+            "unix_socket_directories": str(standby.socket_dir),
+            "primary_conninfo": primary.connstr(),
+            "hot_standby": True,
+            "wal_receiver_status_interval": "1s",
+        }
+    )
+    signal_file = standby.datadir / "standby.signal"
+    signal_file.touch()
+    run_as.chown(signal_file)
+    standby.start()
+
+    # The timeline starts at a segment start or mid-segment, past the base backup.
+    primary.safe_psql("INSERT INTO t SELECT g, 'a' FROM generate_series(501, 1000) g")
+    if start == "segment_start":
+        primary.safe_psql("SELECT pg_switch_wal()")
+        insert = lsn_to_int(primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0])
+        start_lsn = insert - insert % WAL_SEG_SIZE
+    else:
+        start_lsn = lsn_to_int(primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0])
+        assert start_lsn % WAL_SEG_SIZE > 8192, "mid-segment, past the first page"
+    tenant, timeline = random_id(), random_id()
+    safekeeper.http.timeline_create(
+        tenant,
+        timeline,
+        start_lsn=int_to_lsn(start_lsn),
+        system_id=system_id,
+        pg_version=pg_version,
+    )
+    pusher = services.register(
+        WalPusher(
+            strata_bin,
+            test_dir.path,
+            primary_port=primary.port,
+            slot="sk_pusher",
+            safekeeper=safekeeper,
+            tenant_id=tenant,
+            timeline_id=timeline,
+            system_id=system_id,
+            pg_version=pg_version,
+        )
+    )
+    pusher.start()
+    primary.safe_psql("INSERT INTO t SELECT g, 'b' FROM generate_series(1001, 1500) g")
+    wait_until(lambda: replayed(standby, current_lsn(primary)), timeout=60)
+
+    # Now the standby streams from the safekeeper.
+    standby.stop()
+    standby.configure({"primary_conninfo": safekeeper.connstr(tenant, timeline, user="postgres")})
+    # Promotion stops the walreceiver.
+    standby.allowed_errors.append(r"FATAL:  terminating walreceiver process due to administrator")
+    standby.start()
+
+    primary.safe_psql("INSERT INTO t SELECT g, 'c' FROM generate_series(1501, 3000) g")
+    primary.safe_psql("UPDATE t SET payload = 'updated' WHERE id % 10 = 0")
+    primary.safe_psql("DELETE FROM t WHERE id % 7 = 0")
+    expected = primary.safe_psql(ROWS_QUERY)
+    target = current_lsn(primary)
+    wait_until(lambda: replayed(standby, target), timeout=120, what="standby caught up")
+
+    status = safekeeper.http.timeline_status(tenant, timeline)
+    assert lsn_to_int(status["commit_lsn"]) >= target
+    senders = status["walsenders"]
+    assert [s["kind"] for s in senders] == ["standby"], senders
+    # The walreceiver asked for the timeline's first segment, from its beginning.
+    assert senders[0]["start_lsn"] == int_to_lsn(start_lsn - start_lsn % WAL_SEG_SIZE), senders
+    assert safekeeper.http.metric_value("safekeeper_wal_senders") == 1
+    assert safekeeper.http.metric_value("safekeeper_wal_proposers") == 1
+
+    assert standby.safe_psql("SELECT pg_promote(true, 60)") == [(True,)]
+    assert standby.safe_psql(ROWS_QUERY) == expected
+    standby.safe_psql("INSERT INTO t VALUES (100000, 'promoted')")
+    pusher.stop()
+
+
+def current_lsn(pg: VanillaPostgres) -> int:
+    return lsn_to_int(pg.safe_psql("SELECT pg_current_wal_flush_lsn()")[0][0])
+
+
+def replayed(standby: VanillaPostgres, target: int) -> bool:
+    lsn = standby.safe_psql("SELECT pg_last_wal_replay_lsn()")[0][0]
+    return lsn is not None and lsn_to_int(lsn) >= target
