@@ -186,9 +186,161 @@ ROWS_QUERY = (
 )
 
 
-@pytest.mark.parametrize("start", ["segment_start", "mid_segment"])
-def test_stock_standby(
-    start: str,
+class StockStandbySetup:
+    """A primary, a safekeeper timeline fed by test_wal_pusher, and a pg_basebackup standby."""
+
+    def __init__(
+        self,
+        safekeeper: Safekeeper,
+        primary: VanillaPostgres,
+        strata_bin: StrataBinaries,
+        test_dir: TestDir,
+        pg_bindir: Path,
+        port_allocator: PortAllocator,
+        run_as: RunAs,
+        services: ServiceRegistry,
+    ):
+        self.sk = safekeeper
+        self.primary = primary
+        self.strata_bin = strata_bin
+        self.test_dir = test_dir
+        self.services = services
+        self.run_as = run_as
+        self.tenant, self.timeline = random_id(), random_id()
+        primary.configure(
+            {"wal_level": "replica", "max_wal_senders": 5, "max_replication_slots": 5}
+        )
+        primary.start()
+        self.system_id = int(
+            primary.safe_psql("SELECT system_identifier FROM pg_control_system()")[0][0]
+        )
+        self.pg_version = int(primary.safe_psql("SHOW server_version_num")[0][0])
+        primary.safe_psql("SELECT pg_create_physical_replication_slot('sk_pusher', true)")
+        primary.safe_psql("CREATE TABLE t (id int PRIMARY KEY, payload text)")
+        primary.safe_psql("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 500) g")
+        self.standby = VanillaPostgres(
+            "standby",
+            pg_bindir,
+            test_dir.owned_dir("standby"),
+            test_dir.path,
+            port_allocator.get(),
+            run_as,
+        )
+        services.register(self.standby)
+        self.pg_bindir = pg_bindir
+        self.start_lsn = 0
+        self.pusher: WalPusher | None = None
+
+    def start_timeline(self, mid_segment: bool) -> None:
+        """Creates the timeline at a segment start (after pg_switch_wal) or at the current
+        insert position (mid-segment), and starts pushing WAL into it."""
+        if mid_segment:
+            self.start_lsn = current_lsn(self.primary, "insert")
+            assert self.start_lsn % WAL_SEG_SIZE > 8192, "mid-segment, past the first page"
+        else:
+            self.primary.safe_psql("SELECT pg_switch_wal()")
+            insert = current_lsn(self.primary, "insert")
+            self.start_lsn = insert - insert % WAL_SEG_SIZE
+        self.sk.http.timeline_create(
+            self.tenant,
+            self.timeline,
+            start_lsn=int_to_lsn(self.start_lsn),
+            system_id=self.system_id,
+            pg_version=self.pg_version,
+        )
+        self.pusher = self.services.register(
+            WalPusher(
+                self.strata_bin,
+                self.test_dir.path,
+                primary_port=self.primary.port,
+                slot="sk_pusher",
+                safekeeper=self.sk,
+                tenant_id=self.tenant,
+                timeline_id=self.timeline,
+                system_id=self.system_id,
+                pg_version=self.pg_version,
+            )
+        )
+        self.pusher.start()
+
+    def make_standby(self, from_safekeeper: bool) -> None:
+        """pg_basebackup of the primary, started as a standby of the safekeeper or the primary."""
+        standby = self.standby
+        standby._run_tool(
+            [
+                self.pg_bindir / "pg_basebackup",
+                "-D",
+                standby.datadir,
+                "-h",
+                self.primary.host,
+                "-p",
+                str(self.primary.port),
+                "-U",
+                "postgres",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+            "standby-basebackup.log",
+        )
+        standby.configure(
+            {
+                "port": standby.port,
+                "listen_addresses": standby.host,
+                "unix_socket_directories": str(standby.socket_dir),
+                "hot_standby": True,
+                "wal_receiver_status_interval": "1s",
+            }
+        )
+        signal_file = standby.datadir / "standby.signal"
+        signal_file.touch()
+        self.run_as.chown(signal_file)
+        self.stream_from(from_safekeeper)
+
+    def stream_from(self, safekeeper: bool) -> None:
+        """(Re)starts the standby streaming from the safekeeper or from the primary."""
+        if self.standby.is_running():
+            self.standby.stop()
+        conninfo = (
+            self.sk.connstr(self.tenant, self.timeline, user="postgres")
+            if safekeeper
+            else self.primary.connstr()
+        )
+        self.standby.configure({"primary_conninfo": conninfo})
+        self.standby.start()
+
+    def finish(self) -> list[dict]:
+        """More changes on the primary; the standby replays them from the safekeeper and,
+        promoted, has exactly the primary's rows. Returns the walsenders seen before the
+        promotion."""
+        primary, standby = self.primary, self.standby
+        primary.safe_psql("INSERT INTO t SELECT g, 'c' FROM generate_series(1501, 3000) g")
+        primary.safe_psql("UPDATE t SET payload = 'updated' WHERE id % 10 = 0")
+        primary.safe_psql("DELETE FROM t WHERE id % 7 = 0")
+        expected = primary.safe_psql(ROWS_QUERY)
+        target = current_lsn(primary)
+        wait_until(lambda: replayed(standby, target), timeout=120, what="standby caught up")
+
+        status = self.sk.http.timeline_status(self.tenant, self.timeline)
+        assert lsn_to_int(status["commit_lsn"]) >= target
+        senders = status["walsenders"]
+        assert [s["kind"] for s in senders] == ["standby"], senders
+        assert self.sk.http.metric_value("safekeeper_wal_senders") == 1
+        assert self.sk.http.metric_value("safekeeper_wal_proposers") == 1
+
+        # Promotion stops the walreceiver.
+        standby.allowed_errors.append(
+            r"FATAL:  terminating walreceiver process due to administrator"
+        )
+        assert standby.safe_psql("SELECT pg_promote(true, 60)") == [(True,)]
+        assert standby.safe_psql(ROWS_QUERY) == expected
+        standby.safe_psql("INSERT INTO t VALUES (100000, 'promoted')")
+        assert self.pusher is not None
+        self.pusher.stop()
+        return senders
+
+
+@pytest.fixture
+def stock_standby_setup(
     safekeeper: Safekeeper,
     vanilla_pg: VanillaPostgres,
     strata_bin: StrataBinaries,
@@ -197,132 +349,48 @@ def test_stock_standby(
     port_allocator: PortAllocator,
     run_as: RunAs,
     services: ServiceRegistry,
-):
-    """A stock PostgreSQL 15 standby streams from a safekeeper and, promoted, has every row.
+) -> StockStandbySetup:
+    return StockStandbySetup(
+        safekeeper, vanilla_pg, strata_bin, test_dir, pg_bindir, port_allocator, run_as, services
+    )
 
-    The primary's WAL reaches the safekeeper through the test-only proposer
-    (test_wal_pusher), from a segment start (after pg_switch_wal) or from the middle of a
-    segment. The standby is a pg_basebackup of the primary that first streams from the
-    primary until it has replayed past the timeline's start, then is restarted with its
-    primary_conninfo pointing at the safekeeper: its walreceiver asks for the segment that
-    holds the timeline's start, from the segment's beginning, so with a mid-segment start
-    the bytes before it are the safekeeper's synthesized ones.
+
+def test_stock_standby_bootstrap(stock_standby_setup: StockStandbySetup):
+    """The simple bootstrap: pg_switch_wal() on a fresh primary, the timeline at the new
+    segment's start, WAL pushed from there, then a pg_basebackup standby whose
+    primary_conninfo points at the safekeeper from the start."""
+    setup = stock_standby_setup
+    setup.start_timeline(mid_segment=False)
+    setup.primary.safe_psql("INSERT INTO t SELECT g, 'b' FROM generate_series(501, 1500) g")
+    setup.make_standby(from_safekeeper=True)
+    setup.finish()
+
+
+@pytest.mark.parametrize("start", ["segment_start", "mid_segment"])
+def test_stock_standby(stock_standby_setup: StockStandbySetup, start: str):
+    """The standby's walreceiver is served the timeline's first segment from its beginning.
+
+    The standby is a pg_basebackup of the primary that first streams from the primary until
+    it has replayed past the timeline's start (a segment start, or mid-segment), then is
+    restarted with primary_conninfo pointing at the safekeeper: its walreceiver asks for the
+    segment that holds the timeline's start, from the segment's beginning, so with a
+    mid-segment start the bytes before it are the safekeeper's synthesized ones (a valid long
+    page header, which the standby checks).
     """
-    primary = vanilla_pg
-    primary.configure({"wal_level": "replica", "max_wal_senders": 5, "max_replication_slots": 5})
-    primary.start()
-    system_id = int(primary.safe_psql("SELECT system_identifier FROM pg_control_system()")[0][0])
-    pg_version = int(primary.safe_psql("SHOW server_version_num")[0][0])
-    primary.safe_psql("SELECT pg_create_physical_replication_slot('sk_pusher', true)")
-    primary.safe_psql("CREATE TABLE t (id int PRIMARY KEY, payload text)")
-    primary.safe_psql("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 500) g")
-
-    # The standby: a base backup of the primary, first streaming from the primary itself.
-    standby = VanillaPostgres(
-        "standby",
-        pg_bindir,
-        test_dir.owned_dir("standby"),
-        test_dir.path,
-        port_allocator.get(),
-        run_as,
-    )
-    services.register(standby)
-    standby._run_tool(
-        [
-            pg_bindir / "pg_basebackup",
-            "-D",
-            standby.datadir,
-            "-h",
-            primary.host,
-            "-p",
-            str(primary.port),
-            "-U",
-            "postgres",
-            "--checkpoint=fast",
-            "--no-sync",
-        ],
-        "standby-basebackup.log",
-    )
-    standby.configure(
-        {
-            "port": standby.port,
-            "listen_addresses": standby.host,
-            "unix_socket_directories": str(standby.socket_dir),
-            "primary_conninfo": primary.connstr(),
-            "hot_standby": True,
-            "wal_receiver_status_interval": "1s",
-        }
-    )
-    signal_file = standby.datadir / "standby.signal"
-    signal_file.touch()
-    run_as.chown(signal_file)
-    standby.start()
-
-    # The timeline starts at a segment start or mid-segment, past the base backup.
-    primary.safe_psql("INSERT INTO t SELECT g, 'a' FROM generate_series(501, 1000) g")
-    if start == "segment_start":
-        primary.safe_psql("SELECT pg_switch_wal()")
-        insert = lsn_to_int(primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0])
-        start_lsn = insert - insert % WAL_SEG_SIZE
-    else:
-        start_lsn = lsn_to_int(primary.safe_psql("SELECT pg_current_wal_insert_lsn()")[0][0])
-        assert start_lsn % WAL_SEG_SIZE > 8192, "mid-segment, past the first page"
-    tenant, timeline = random_id(), random_id()
-    safekeeper.http.timeline_create(
-        tenant,
-        timeline,
-        start_lsn=int_to_lsn(start_lsn),
-        system_id=system_id,
-        pg_version=pg_version,
-    )
-    pusher = services.register(
-        WalPusher(
-            strata_bin,
-            test_dir.path,
-            primary_port=primary.port,
-            slot="sk_pusher",
-            safekeeper=safekeeper,
-            tenant_id=tenant,
-            timeline_id=timeline,
-            system_id=system_id,
-            pg_version=pg_version,
-        )
-    )
-    pusher.start()
-    primary.safe_psql("INSERT INTO t SELECT g, 'b' FROM generate_series(1001, 1500) g")
-    wait_until(lambda: replayed(standby, current_lsn(primary)), timeout=60)
-
-    # Now the standby streams from the safekeeper.
-    standby.stop()
-    standby.configure({"primary_conninfo": safekeeper.connstr(tenant, timeline, user="postgres")})
-    # Promotion stops the walreceiver.
-    standby.allowed_errors.append(r"FATAL:  terminating walreceiver process due to administrator")
-    standby.start()
-
-    primary.safe_psql("INSERT INTO t SELECT g, 'c' FROM generate_series(1501, 3000) g")
-    primary.safe_psql("UPDATE t SET payload = 'updated' WHERE id % 10 = 0")
-    primary.safe_psql("DELETE FROM t WHERE id % 7 = 0")
-    expected = primary.safe_psql(ROWS_QUERY)
-    target = current_lsn(primary)
-    wait_until(lambda: replayed(standby, target), timeout=120, what="standby caught up")
-
-    status = safekeeper.http.timeline_status(tenant, timeline)
-    assert lsn_to_int(status["commit_lsn"]) >= target
-    senders = status["walsenders"]
-    assert [s["kind"] for s in senders] == ["standby"], senders
-    # The walreceiver asked for the timeline's first segment, from its beginning.
-    assert senders[0]["start_lsn"] == int_to_lsn(start_lsn - start_lsn % WAL_SEG_SIZE), senders
-    assert safekeeper.http.metric_value("safekeeper_wal_senders") == 1
-    assert safekeeper.http.metric_value("safekeeper_wal_proposers") == 1
-
-    assert standby.safe_psql("SELECT pg_promote(true, 60)") == [(True,)]
-    assert standby.safe_psql(ROWS_QUERY) == expected
-    standby.safe_psql("INSERT INTO t VALUES (100000, 'promoted')")
-    pusher.stop()
+    setup = stock_standby_setup
+    setup.make_standby(from_safekeeper=False)
+    setup.primary.safe_psql("INSERT INTO t SELECT g, 'a' FROM generate_series(501, 1000) g")
+    setup.start_timeline(mid_segment=start == "mid_segment")
+    setup.primary.safe_psql("INSERT INTO t SELECT g, 'b' FROM generate_series(1001, 1500) g")
+    wait_until(lambda: replayed(setup.standby, current_lsn(setup.primary)), timeout=60)
+    setup.stream_from(safekeeper=True)
+    senders = setup.finish()
+    first_segment = setup.start_lsn - setup.start_lsn % WAL_SEG_SIZE
+    assert senders[0]["start_lsn"] == int_to_lsn(first_segment), senders
 
 
-def current_lsn(pg: VanillaPostgres) -> int:
-    return lsn_to_int(pg.safe_psql("SELECT pg_current_wal_flush_lsn()")[0][0])
+def current_lsn(pg: VanillaPostgres, which: str = "flush") -> int:
+    return lsn_to_int(pg.safe_psql(f"SELECT pg_current_wal_{which}_lsn()")[0][0])
 
 
 def replayed(standby: VanillaPostgres, target: int) -> bool:
