@@ -510,13 +510,34 @@ impl PhysicalStorage {
         let dir = self.config.dir.clone();
         let seg_size = self.config.seg_size;
         let commit = self.commit_lsn;
-        let scan_start = if commit.is_valid() {
+        let mut scan_start = if commit.is_valid() {
             self.local_start_lsn.max(commit.segment_start(seg_size))
         } else {
             self.local_start_lsn
         };
-        let eow = find_end_of_wal(&dir, PG_TLI, scan_start, self.config.decoder_config())
-            .map_err(io_err("scan WAL in", &dir))?;
+        let scan = |from: Lsn| {
+            find_end_of_wal(&dir, PG_TLI, from, self.config.decoder_config())
+                .map_err(io_err("scan WAL in", &dir))
+        };
+        let eow = loop {
+            let eow = scan(scan_start)?;
+            if eow.last_record_lsn.is_some()
+                || eow.end_lsn >= commit
+                || scan_start <= self.local_start_lsn
+            {
+                break eow;
+            }
+            // No record starts between the segment start and commit_lsn: the record ending
+            // at commit_lsn began in an earlier segment (the scan saw only its continuation).
+            // Scan from that segment; if it was removed, from commit_lsn itself, a record
+            // boundary (then the link back to the previous record cannot be checked).
+            let prev_segno = Lsn(scan_start.0 - 1).segment_number(seg_size);
+            if segs.contains_key(&prev_segno) {
+                scan_start = self.local_start_lsn.max(Lsn(scan_start.0 - seg_size));
+            } else {
+                break scan(commit)?;
+            }
+        };
         let end = eow.end_lsn;
         let reason = match &eow.reason {
             EndOfWalReason::EndOfInput => "end of segment files".to_string(),

@@ -411,6 +411,43 @@ fn open_finds_the_end_and_cuts_a_torn_tail() {
     assert_eq!(s.flush_lsn(), pos[59].1);
 }
 
+/// The last record crosses into a new segment and commit_lsn is its end: a scan from that
+/// segment's start sees only the record's continuation, so it must look further back (or,
+/// if that segment was removed, trust commit_lsn as a record boundary).
+#[test]
+fn open_with_commit_at_the_end_of_a_record_from_the_previous_segment() {
+    let (wal, pos) = generate(START, &vec![30_000; 40]);
+    let k = pos
+        .iter()
+        .position(|&(b, e)| b < Lsn(3 * SEG) && e > Lsn(3 * SEG))
+        .unwrap();
+    let end = pos[k].1;
+    for remove_previous in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = new_storage(dir.path(), START);
+        s.write_wal(START, &wal[..(end.0 - START.0) as usize])
+            .unwrap();
+        s.flush().unwrap();
+        drop(s);
+        if remove_previous {
+            assert_eq!(
+                remove_segments_below(dir.path(), SEG, end, Sync::No).unwrap(),
+                [2]
+            );
+        }
+        let mut s = PhysicalStorage::open(config(dir.path()), start_positions(START, end))
+            .unwrap_or_else(|e| panic!("remove_previous {remove_previous}: {e}"));
+        assert_eq!((s.flush_lsn(), s.write_lsn()), (end, end));
+        // The next record can be appended (its xl_prev is checked when the record ending at
+        // commit_lsn was found).
+        let from = (end.0 - START.0) as usize;
+        let next = (pos[k + 1].1.0 - START.0) as usize;
+        s.write_wal(end, &wal[from..next]).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.flush_lsn(), pos[k + 1].1);
+    }
+}
+
 #[test]
 fn open_with_commit_beyond_valid_wal_fails() {
     let dir = tempfile::tempdir().unwrap();
