@@ -310,6 +310,7 @@ impl Proposer {
         commit: Lsn,
         wait_for: Lsn,
     ) -> Vec<AppendResponse> {
+        let mut out = Vec::new();
         for (i, chunk) in wal.chunks(MAX_WAL_PAYLOAD).enumerate() {
             let at = Lsn(begin.0 + (i * MAX_WAL_PAYLOAD) as u64);
             self.w
@@ -317,10 +318,32 @@ impl Proposer {
                 .unwrap();
             if i % 8 == 7 {
                 self.w.flush().await.unwrap();
+                // Read replies as they come, as a real proposer does: a client that never
+                // reads would stall the server's writer, and so its whole pipeline.
+                out.extend(self.ready_responses().await);
             }
         }
         self.w.flush().await.unwrap();
-        self.wait_flush(wait_for).await
+        if out.last().is_some_and(|r| r.flush_lsn >= wait_for) {
+            return out;
+        }
+        out.extend(self.wait_flush(wait_for).await);
+        out
+    }
+
+    /// The AppendResponses already received (waits at most a millisecond).
+    pub async fn ready_responses(&mut self) -> Vec<AppendResponse> {
+        let mut out = Vec::new();
+        while let Ok(r) =
+            tokio::time::timeout(Duration::from_millis(1), self.r.read_copy_data(1 << 20)).await
+        {
+            let bytes = r.unwrap().expect("connection open");
+            match AcceptorMessage::decode(&bytes).unwrap() {
+                AcceptorMessage::AppendResponse(r) => out.push(r),
+                other => panic!("expected AppendResponse, got {other:?}"),
+            }
+        }
+        out
     }
 
     pub async fn wait_flush(&mut self, wait_for: Lsn) -> Vec<AppendResponse> {
