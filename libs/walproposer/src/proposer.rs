@@ -106,6 +106,8 @@ pub struct UnsafeRules {
     pub quorum: Option<usize>,
     /// Count acknowledgements below the term start when computing the commit LSN.
     pub count_acks_before_term_start: bool,
+    /// Continue the *least* advanced voter's log instead of the most advanced one's.
+    pub least_advanced_donor: bool,
 }
 
 /// What a proposer needs to know to run.
@@ -688,7 +690,12 @@ impl Proposer {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.vote.as_ref().map(|v| (i, v)));
-        let Some((donor, dv)) = rules::choose_donor(votes) else {
+        let chosen = if self.config.unsafe_rules.least_advanced_donor {
+            votes.min_by_key(|(i, v)| (v.position(), *i))
+        } else {
+            rules::choose_donor(votes)
+        };
+        let Some((donor, dv)) = chosen else {
             return;
         };
         let (history, term_start) =

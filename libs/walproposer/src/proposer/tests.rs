@@ -590,6 +590,7 @@ fn unsafe_rules_break_the_quorum_and_the_commit_rule() {
         *c = c.clone().with_unsafe_rules(UnsafeRules {
             quorum: Some(1),
             count_acks_before_term_start: true,
+            least_advanced_donor: false,
         });
     });
     assert_eq!(h.p.quorum(), 1);
