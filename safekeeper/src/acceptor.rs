@@ -752,6 +752,32 @@ impl Acceptor {
         self.mem.backup_lsn = self.mem.backup_lsn.max(lsn);
     }
 
+    /// Takes what a peer safekeeper published (broker heartbeat): its commit LSN when its
+    /// last log term equals ours (then our WAL up to our flush LSN is a prefix of its, so
+    /// what it knows committed is committed here too, up to our flush LSN), and the maximum
+    /// of the horizons. All monotonic, in memory. Returns whether anything moved.
+    pub fn record_peer_info(
+        &mut self,
+        last_log_term: Term,
+        commit_lsn: Lsn,
+        backup_lsn: Lsn,
+        remote_consistent_lsn: Lsn,
+        peer_horizon_lsn: Lsn,
+    ) -> Result<bool, AcceptorError> {
+        let before = self.mem;
+        if self.wal.is_initialized()
+            && last_log_term == self.last_log_term()
+            && commit_lsn > self.mem.commit_lsn
+        {
+            self.proposer_commit_lsn = self.proposer_commit_lsn.max(commit_lsn);
+            self.update_commit()?;
+        }
+        self.mem.backup_lsn = self.mem.backup_lsn.max(backup_lsn);
+        self.mem.remote_consistent_lsn = self.mem.remote_consistent_lsn.max(remote_consistent_lsn);
+        self.mem.peer_horizon_lsn = self.mem.peer_horizon_lsn.max(peer_horizon_lsn);
+        Ok(self.mem != before)
+    }
+
     /// Persists the in-memory positions if they differ from the control file and either
     /// `force` is set (the periodic save) or one of them leads its persisted value by a
     /// segment or more. Returns whether it wrote.

@@ -782,3 +782,40 @@ fn term_bump_persists_and_deposes_the_elected_proposer() {
         .expect("reply with the higher term");
     assert_eq!(r.term, 7);
 }
+
+#[test]
+fn peer_commit_is_taken_only_with_the_same_last_log_term() {
+    let env = Env::new();
+    let mut a = env.open();
+    let pos = bootstrap(&mut a, 5, None);
+    assert_eq!(a.commit_lsn(), START);
+    // Another last log term: the peer's WAL may differ from ours.
+    assert!(
+        !a.record_peer_info(7, pos[4].1, Lsn::INVALID, Lsn::INVALID, Lsn::INVALID)
+            .unwrap()
+    );
+    assert_eq!(a.commit_lsn(), START);
+    // The same one: commit moves, but never past our flush LSN.
+    assert!(
+        a.record_peer_info(
+            1,
+            Lsn(pos[4].1.0 + 10_000),
+            Lsn::INVALID,
+            Lsn::INVALID,
+            Lsn::INVALID
+        )
+        .unwrap()
+    );
+    assert_eq!(a.commit_lsn(), pos[4].1);
+    // Horizons take the maximum.
+    a.record_peer_info(1, Lsn::INVALID, pos[1].1, pos[2].1, pos[3].1)
+        .unwrap();
+    let p = a.positions();
+    assert_eq!(
+        (p.backup_lsn, p.remote_consistent_lsn, p.peer_horizon_lsn),
+        (pos[1].1, pos[2].1, pos[3].1)
+    );
+    a.record_peer_info(1, Lsn::INVALID, START, START, START)
+        .unwrap();
+    assert_eq!(a.positions(), p, "never backwards");
+}

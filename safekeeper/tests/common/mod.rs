@@ -51,7 +51,13 @@ pub struct Sk {
 impl Sk {
     /// Starts `safekeeper --id 1 -D datadir` and waits until the libpq port accepts.
     pub fn start(datadir: &Path, extra: &[&str]) -> Sk {
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::start_id(datadir, 1, extra)
+    }
+
+    /// Starts `safekeeper --id <id> -D datadir`.
+    pub fn start_id(datadir: &Path, id: u64, extra: &[&str]) -> Sk {
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra.extend(["--id".to_string(), id.to_string()]);
         let (pg_port, http_port) = (free_port(), free_port());
         let mut sk = Sk {
             child: Self::spawn(datadir, pg_port, http_port, &extra),
@@ -73,8 +79,6 @@ impl Sk {
             .open(datadir.with_extension("log"))
             .unwrap();
         Command::new(env!("CARGO_BIN_EXE_safekeeper"))
-            .arg("--id")
-            .arg("1")
             .arg("-D")
             .arg(datadir)
             .arg("--listen-pg")
