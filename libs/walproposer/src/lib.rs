@@ -17,6 +17,8 @@
 //! survives into its log), and it counts a flush acknowledgement towards commit only at or
 //! after its own term's start.
 
+#![warn(missing_docs)]
+
 pub mod proposer;
 pub mod rules;
 pub mod wal_buffer;

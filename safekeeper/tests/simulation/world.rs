@@ -50,7 +50,7 @@ pub struct RunOptions {
 }
 
 /// Counters of one run (summed over runs for the report).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Steps taken.
     pub steps: u64,
@@ -245,13 +245,13 @@ impl World {
     pub fn new(seed: u64, root: &Path, opts: RunOptions) -> Result<World, String> {
         let mut rng = StdRng::seed_from_u64(seed);
         let params = Params {
-            acceptors: rng.random_range(3..=5),
+            acceptors: [3, 3, 4, 5][rng.random_range(0..4)],
             proposers: rng.random_range(2..=3),
             steps: rng.random_range(1500..=2500),
             wal_budget: rng.random_range(32..=192) * 1024,
             max_append: [256, 1000, 4096, 16384, MAX_WAL_PAYLOAD][rng.random_range(0..5)],
             loss: [0.0, 0.02, 0.1][rng.random_range(0..3)],
-            fault: [0.5, 1.0, 2.0][rng.random_range(0..3)],
+            fault: [0.5, 1.0, 2.0, 4.0][rng.random_range(0..4)],
         };
         // The timeline starts a few pages before the end of segment 1, so WAL crosses
         // into segment 2 in some runs.
