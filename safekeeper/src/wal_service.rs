@@ -102,13 +102,18 @@ pub fn lookup_sqlstate(e: &GlobalTimelinesError) -> SqlState {
     }
 }
 
-/// Accepts connections until `cancel` fires; each runs in its own task.
+/// How long shutdown waits for connections to end (a WAL push flushes first).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts connections until `cancel` fires; each runs in its own task. Then waits (at
+/// most [`SHUTDOWN_GRACE`]) for the connections, which see the same cancellation, to end.
 pub async fn serve(
     listener: TcpListener,
     timelines: Arc<GlobalTimelines>,
     conf: Arc<WalServiceConf>,
     cancel: CancellationToken,
 ) {
+    let tracker = tokio_util::task::TaskTracker::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -127,7 +132,7 @@ pub async fn serve(
         let timelines = Arc::clone(&timelines);
         let conf = Arc::clone(&conf);
         let cancel = cancel.clone();
-        tokio::spawn(
+        tracker.spawn(
             async move {
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!("set_nodelay: {e}");
@@ -146,6 +151,16 @@ pub async fn serve(
         );
     }
     info!("libpq server stopped accepting connections");
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            connections = tracker.len(),
+            "connections still open after the shutdown grace period"
+        );
+    }
 }
 
 async fn handle_connection(
