@@ -72,8 +72,9 @@ pub struct Timeouts {
     /// An active safekeeper that was sent nothing for this long gets an empty append (a
     /// heartbeat), which also carries the commit LSN.
     pub heartbeat_interval: Duration,
-    /// A safekeeper we await an answer from (greeting, vote, append responses) that stays
-    /// silent this long is disconnected and reconnected: it lags or has restarted.
+    /// A safekeeper we await something from (the connection, a greeting, a vote, append
+    /// responses) that stays silent this long is disconnected and reconnected: it lags or
+    /// has restarted.
     pub keepalive_timeout: Duration,
     /// First delay before reconnecting; doubles on each failure up to
     /// [`Timeouts::reconnect_max`], and resets on a successful greeting.
@@ -963,9 +964,10 @@ impl Proposer {
             match self.sks[i].phase {
                 Phase::Offline { reconnect_at } if reconnect_at <= self.now => {
                     self.sks[i].phase = Phase::Connecting;
+                    self.sks[i].last_heard = self.now;
                     self.actions.push_back(Action::Connect(SkId(i)));
                 }
-                Phase::WaitGreeting | Phase::WaitVote | Phase::Active(_)
+                Phase::Connecting | Phase::WaitGreeting | Phase::WaitVote | Phase::Active(_)
                     if self.now.saturating_duration_since(self.sks[i].last_heard)
                         >= t.keepalive_timeout =>
                 {

@@ -118,7 +118,7 @@ pub struct RunResult {
 enum Pending {
     Connect {
         p: usize,
-        inc: u32,
+        attempt: u64,
         a: usize,
     },
     Fetch {
@@ -172,6 +172,10 @@ pub struct World {
     proposers: Vec<ProposerNode>,
     net: Network,
     pending: Vec<Pending>,
+    /// The connect attempt each pair waits for (an abandoned attempt completes into
+    /// nothing).
+    attempts: BTreeMap<Pair, u64>,
+    next_attempt: u64,
     checker: Checker,
     elected_terms: BTreeMap<Term, (usize, u32)>,
     wal_written: u64,
@@ -320,6 +324,8 @@ impl World {
             proposers,
             net: Network::default(),
             pending: Vec::new(),
+            attempts: BTreeMap::new(),
+            next_attempt: 0,
             elected_terms: BTreeMap::new(),
             wal_written: 0,
             stats: Stats::default(),
@@ -698,6 +704,7 @@ impl World {
 
     /// Ends the proposer's incarnation: its connections close; it restarts later.
     fn stop_proposer(&mut self, p: usize) -> Result<(), String> {
+        self.attempts.retain(|&(ap, _), _| ap != p);
         let node = &mut self.proposers[p];
         node.core = None;
         node.compute = None;
@@ -725,13 +732,17 @@ impl World {
         match action {
             Action::Connect(SkId(a)) => {
                 self.net.break_link((p, a));
-                self.pending.push(Pending::Connect { p, inc, a });
+                self.next_attempt += 1;
+                let attempt = self.next_attempt;
+                self.attempts.insert((p, a), attempt);
+                self.pending.push(Pending::Connect { p, attempt, a });
             }
             Action::Disconnect {
                 sk: SkId(a),
                 reason,
             } => {
                 self.log(format!("p{p} drops a{a}: {reason}"));
+                self.attempts.remove(&(p, a));
                 if self.net.break_link((p, a)) {
                     self.stats.breaks += 1;
                 }
@@ -854,10 +865,11 @@ impl World {
 
     fn complete(&mut self, ev: Pending) -> Result<(), String> {
         match ev {
-            Pending::Connect { p, inc, a } => {
-                if self.proposers[p].inc != inc || self.proposers[p].core.is_none() {
+            Pending::Connect { p, attempt, a } => {
+                if self.attempts.get(&(p, a)) != Some(&attempt) {
                     return Ok(());
                 }
+                self.attempts.remove(&(p, a));
                 let ok =
                     self.acceptors[a].acc.is_some() && !self.net.is_blocked((p, a), self.now_ms);
                 self.log(format!(

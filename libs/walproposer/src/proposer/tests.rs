@@ -604,3 +604,23 @@ fn unsafe_rules_break_the_quorum_and_the_commit_rule() {
     h.vote(0, true, 5, 0x1300, &[(1, 0x1000)]);
     assert_eq!(h.p.state(), ProposerState::Elected, "one vote suffices");
 }
+
+#[test]
+fn a_connect_that_never_completes_is_abandoned_and_retried() {
+    let server = ServerInfo::default();
+    let mut config = ProposerConfig::new(TenantTimelineId::generate(), 1, server, BOOT);
+    config.timeouts.keepalive_timeout = Duration::from_secs(1);
+    config.timeouts.reconnect_min = Duration::from_millis(10);
+    let mut now = Instant::now();
+    let mut p = Proposer::new(config, now).unwrap();
+    assert_eq!(p.poll_action(), Some(Action::Connect(SkId(0))));
+    now += Duration::from_secs(1);
+    p.tick(now);
+    assert!(matches!(
+        p.poll_action(),
+        Some(Action::Disconnect { sk: SkId(0), .. })
+    ));
+    now += Duration::from_millis(10);
+    p.tick(now);
+    assert_eq!(p.poll_action(), Some(Action::Connect(SkId(0))));
+}
