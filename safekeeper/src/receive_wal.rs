@@ -47,6 +47,9 @@ pub const MSG_QUEUE_SIZE: usize = 256;
 /// Replies queued between the disk thread and the network writer.
 pub const REPLY_QUEUE_SIZE: usize = 16;
 
+/// Failpoint evaluated on the disk thread before each flush (builds with `testing`).
+pub const FAILPOINT_BEFORE_FLUSH: &str = "wal-push-before-flush";
+
 /// What the disk thread hands the writer.
 #[derive(Debug)]
 enum Reply {
@@ -442,6 +445,11 @@ impl DiskState<'_> {
             return Ok(());
         }
         self.need_flush = false;
+        // Test hook: `return` fails the flush (as an fsync error would end the connection),
+        // `sleep(N)`/`pause` hold it.
+        if utils::failpoint::eval(FAILPOINT_BEFORE_FLUSH).is_some() {
+            return Err(self.fail(format!("failpoint {FAILPOINT_BEFORE_FLUSH}")));
+        }
         match self.acceptor(|a| a.flush())? {
             Ok(resp) => self.send(AcceptorMessage::AppendResponse(resp)),
             Err(e) => Err(self.fail(e.to_string())),

@@ -347,3 +347,61 @@ async fn jwt_auth_on_the_libpq_port() {
     let mut c = connect(&addr, ttid, Some(&all)).await.unwrap();
     c.simple_query("TIMELINE_STATUS").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failpoint_fails_a_flush_and_the_timeline_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sk = Sk::start(&dir.path().join("sk"), &["--no-sync"]);
+    let set = |actions: &str| {
+        sk.http(
+            "PUT",
+            "/v1/failpoints",
+            Some(&format!(
+                r#"[{{"name": "wal-push-before-flush", "actions": "{actions}"}}]"#
+            )),
+        )
+    };
+    if set("return").0 == 404 {
+        eprintln!("skipped: the binary was built without the testing feature");
+        return;
+    }
+    let addr = sk.pg_addr();
+    let ttid = TenantTimelineId::generate();
+    let (wal, ends) = generate_wal(START, 100, 500);
+    let end = *ends.last().unwrap();
+    let mut p = bootstrap(&addr, ttid, 1).await;
+    p.send(&Proposer::append(1, START, &wal, Lsn::INVALID))
+        .await
+        .unwrap();
+    let e = server_error(p.recv().await);
+    assert!(e.contains("failpoint wal-push-before-flush"), "{e}");
+
+    // With the failpoint off, the next proposer gets everything, whatever was written
+    // before is either there or cut at a record boundary.
+    assert_eq!(set("off").0, 200);
+    let mut p = Proposer::connect(&addr, ttid).await.unwrap();
+    p.greet().await;
+    let v = p.vote(2).await;
+    let flush = v.flush_lsn;
+    assert!(flush == START || ends.contains(&flush), "{flush}");
+    p.send(&Proposer::elected(2, flush, &[(1, START), (2, flush)]))
+        .await
+        .unwrap();
+    let off = (flush.0 - START.0) as usize;
+    // An empty append (a heartbeat) when the vote already made everything durable.
+    let r = p.stream(2, flush, &wal[off..], end, end).await;
+    assert_eq!(r.last().unwrap().flush_lsn, end);
+    let status = sk.http(
+        "GET",
+        &format!(
+            "/v1/tenant/{}/timeline/{}",
+            ttid.tenant_id, ttid.timeline_id
+        ),
+        None,
+    );
+    assert!(
+        status.1.contains(&format!("\"commit_lsn\":\"{end}\"")),
+        "{}",
+        status.1
+    );
+}

@@ -315,6 +315,12 @@ impl Proposer {
         wait_for: Lsn,
     ) -> Vec<AppendResponse> {
         let mut out = Vec::new();
+        if wal.is_empty() {
+            // Nothing to send: a heartbeat still gets a reply with the positions.
+            self.send(&Self::append(term, begin, &[], commit))
+                .await
+                .unwrap();
+        }
         for (i, chunk) in wal.chunks(MAX_WAL_PAYLOAD).enumerate() {
             let at = Lsn(begin.0 + (i * MAX_WAL_PAYLOAD) as u64);
             self.w
