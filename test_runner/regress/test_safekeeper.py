@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -396,3 +399,91 @@ def current_lsn(pg: VanillaPostgres, which: str = "flush") -> int:
 def replayed(standby: VanillaPostgres, target: int) -> bool:
     lsn = standby.safe_psql("SELECT pg_last_wal_replay_lsn()")[0][0]
     return lsn is not None and lsn_to_int(lsn) >= target
+
+
+@pytest.mark.allowed_errors(
+    # After a kill -9 the torn tail of the WAL is cut when the timeline is opened again.
+    r"WAL ends with invalid bytes, truncating",
+    # The pusher dies with the safekeeper it pushed to.
+    r"test_wal_pusher failed",
+)
+def test_safekeeper_kill9_with_real_wal(
+    safekeeper_factory: SafekeeperFactory,
+    vanilla_pg: VanillaPostgres,
+    strata_bin: StrataBinaries,
+    test_dir: TestDir,
+    pg_bindir: Path,
+    port_allocator: PortAllocator,
+    run_as: RunAs,
+    services: ServiceRegistry,
+):
+    """kill -9 the safekeeper (fsync on) while a primary's WAL streams into it, three times.
+
+    After each restart a new term is elected from the safekeeper's flush LSN; in the end its
+    WAL, from the timeline's start to its flush LSN, decodes with PostgreSQL's own
+    pg_waldump, and a standby that replays it from the safekeeper has every committed row.
+    """
+    sk = safekeeper_factory.create(1, no_sync=False).start()
+    setup = StockStandbySetup(
+        sk, vanilla_pg, strata_bin, test_dir, pg_bindir, port_allocator, run_as, services
+    )
+    primary = setup.primary
+    setup.start_timeline(mid_segment=True)
+    assert setup.pusher is not None
+    rng = random.Random(0x5AFE)
+    next_id = 10_000
+    for _ in range(3):
+        for _ in range(5):
+            ids = f"{next_id}, {next_id + 399}"
+            primary.safe_psql(
+                f"INSERT INTO t SELECT g, repeat('k', 200) FROM generate_series({ids}) g"
+            )
+            next_id += 400
+        time.sleep(rng.uniform(0.0, 0.3))
+        sk.stop(immediate=True)
+        wait_until(lambda: not setup.pusher.is_running(), timeout=30, what="pusher exited")
+        sk.start()
+        setup.pusher.start()
+
+    target = current_lsn(primary)
+
+    def committed() -> bool:
+        return (
+            lsn_to_int(sk.http.timeline_status(setup.tenant, setup.timeline)["commit_lsn"])
+            >= target
+        )
+
+    wait_until(committed, timeout=60, what="safekeeper caught up with the primary")
+    status = sk.http.timeline_status(setup.tenant, setup.timeline)
+    assert status["term"] == 4, status["term_history"]
+
+    # pg_waldump decodes every record from the timeline's start to the flush LSN. It looks
+    # for the first record from the start of a page, and the page holding the timeline's
+    # (mid-page) start is synthesized before it: begin at the next page.
+    tl_dir = sk.timeline_dir(setup.tenant, setup.timeline)
+    dump_dir = test_dir.subdir("waldump")
+    for seg in tl_dir.iterdir():
+        if seg.name.startswith("0000"):
+            shutil.copy(seg, dump_dir / seg.name.removesuffix(".partial"))
+    flush = status["flush_lsn"]
+    result = subprocess.run(
+        [
+            str(pg_bindir / "pg_waldump"),
+            "-p",
+            str(dump_dir),
+            "-s",
+            int_to_lsn(setup.start_lsn + 8192 - setup.start_lsn % 8192),
+            "-e",
+            flush,
+            "--stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Total" in result.stdout
+
+    setup.make_standby(from_safekeeper=True)
+    setup.finish()
