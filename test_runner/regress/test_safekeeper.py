@@ -487,3 +487,48 @@ def test_safekeeper_kill9_with_real_wal(
 
     setup.make_standby(from_safekeeper=True)
     setup.finish()
+
+
+def test_pg_receivewal_from_safekeeper(stock_standby_setup: StockStandbySetup, test_dir: TestDir):
+    """PostgreSQL's pg_receivewal streams a timeline from a safekeeper (IDENTIFY_SYSTEM, SHOW,
+    START_REPLICATION … TIMELINE 1 from the segment start), and the bytes it writes from the
+    timeline's start on are the primary's own WAL."""
+    setup = stock_standby_setup
+    sk, primary = setup.sk, setup.primary
+    setup.start_timeline(mid_segment=True)
+    primary.safe_psql("INSERT INTO t SELECT g, 'r' FROM generate_series(501, 2500) g")
+    target = current_lsn(primary)
+
+    def committed() -> int:
+        lsn = lsn_to_int(sk.http.timeline_status(setup.tenant, setup.timeline)["commit_lsn"])
+        return lsn if lsn >= target else 0
+
+    commit = wait_until(committed, timeout=60, what="safekeeper caught up")
+    out = test_dir.subdir("receivewal")
+    result = subprocess.run(
+        [
+            str(setup.pg_bindir / "pg_receivewal"),
+            "-d",
+            sk.connstr(setup.tenant, setup.timeline, user="postgres"),
+            "-D",
+            str(out),
+            # pg_receivewal stops once it has received WAL beyond --endpos.
+            "--endpos",
+            int_to_lsn(commit - 1),
+            "--no-loop",
+            "--no-sync",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    segno = setup.start_lsn // WAL_SEG_SIZE
+    name = f"{1:08X}{segno >> 8:08X}{segno & 0xFF:08X}"
+    received = next(p for p in out.iterdir() if p.name.startswith(name)).read_bytes()
+    original = (primary.datadir / "pg_wal" / name).read_bytes()
+    begin = setup.start_lsn % WAL_SEG_SIZE
+    end = min(commit - segno * WAL_SEG_SIZE, WAL_SEG_SIZE)
+    assert received[begin:end] == original[begin:end]
+    setup.pusher.stop()
