@@ -58,17 +58,25 @@ impl Sk {
     pub fn start_id(datadir: &Path, id: u64, extra: &[&str]) -> Sk {
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         extra.extend(["--id".to_string(), id.to_string()]);
-        let (pg_port, http_port) = (free_port(), free_port());
-        let mut sk = Sk {
-            child: Self::spawn(datadir, pg_port, http_port, &extra),
-            datadir: datadir.to_path_buf(),
-            pg_port,
-            http_port,
-            log: datadir.with_extension("log"),
-            extra,
-        };
-        sk.wait_ready();
-        sk
+        let log = datadir.with_extension("log");
+        for _ in 0..5 {
+            let (pg_port, http_port) = (free_port(), free_port());
+            let mut sk = Sk {
+                child: Self::spawn(datadir, pg_port, http_port, &extra),
+                datadir: datadir.to_path_buf(),
+                pg_port,
+                http_port,
+                log: log.clone(),
+                extra: extra.clone(),
+            };
+            match sk.try_wait_ready() {
+                Ok(()) => return sk,
+                // Another process took a port between our check and the bind: again.
+                Err(text) if text.contains("binding the") => continue,
+                Err(text) => panic!("{text}"),
+            }
+        }
+        panic!("no free ports for the safekeeper after 5 tries");
     }
 
     fn spawn(datadir: &Path, pg_port: u16, http_port: u16, extra: &[String]) -> Child {
@@ -94,21 +102,28 @@ impl Sk {
     }
 
     pub fn wait_ready(&mut self) {
+        if let Err(text) = self.try_wait_ready() {
+            panic!("{text}");
+        }
+    }
+
+    fn try_wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("safekeeper exited with {status}:\n{}", self.log_text());
+                return Err(format!(
+                    "safekeeper exited with {status}:\n{}",
+                    self.log_text()
+                ));
             }
             if std::net::TcpStream::connect(("127.0.0.1", self.http_port)).is_ok()
                 && std::net::TcpStream::connect(("127.0.0.1", self.pg_port)).is_ok()
             {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "safekeeper not ready:\n{}",
-                self.log_text()
-            );
+            if Instant::now() > deadline {
+                return Err(format!("safekeeper not ready:\n{}", self.log_text()));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
