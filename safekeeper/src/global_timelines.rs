@@ -328,3 +328,134 @@ impl GlobalTimelines {
         Ok(deleted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+
+    use utils::NodeId;
+
+    use super::*;
+
+    const SEG: u32 = 16 * 1024 * 1024;
+
+    fn server() -> ServerInfo {
+        ServerInfo {
+            pg_version: 150007,
+            system_id: 7,
+            wal_seg_size: SEG,
+        }
+    }
+
+    fn load(dir: &std::path::Path) -> GlobalTimelines {
+        let conf = SafeKeeperConf {
+            datadir: dir.to_path_buf(),
+            my_id: NodeId(1),
+            no_sync: true,
+        };
+        GlobalTimelines::load(conf, CancellationToken::new()).unwrap()
+    }
+
+    #[test]
+    fn possible_start_lsns() {
+        let seg = u64::from(SEG);
+        assert!(is_possible_start_lsn(Lsn(seg), seg), "segment start");
+        assert!(
+            is_possible_start_lsn(Lsn(seg + 40), seg),
+            "after the long header"
+        );
+        assert!(
+            !is_possible_start_lsn(Lsn(seg + 8), seg),
+            "inside the long header"
+        );
+        assert!(is_possible_start_lsn(Lsn(seg + 8192), seg), "page start");
+        assert!(
+            is_possible_start_lsn(Lsn(seg + 8192 + 24), seg),
+            "after a short header"
+        );
+        assert!(!is_possible_start_lsn(Lsn(seg + 8192 + 16), seg));
+        assert!(
+            !is_possible_start_lsn(Lsn(seg + 8192 + 25), seg),
+            "unaligned"
+        );
+        assert!(!is_possible_start_lsn(Lsn::INVALID, seg));
+    }
+
+    #[test]
+    fn initial_state_starts_history_at_term_zero() {
+        let ttid = TenantTimelineId::generate();
+        let start = Lsn(u64::from(SEG) + 40);
+        let s = initial_state(ttid, Configuration::empty(), server(), start).unwrap();
+        assert_eq!(
+            s.acceptor_state.term_history,
+            TermHistory(vec![TermLsn::new(0, start)])
+        );
+        assert_eq!(
+            (s.commit_lsn, s.local_start_lsn, s.timeline_start_lsn),
+            (start, start, start)
+        );
+        let none = initial_state(ttid, Configuration::empty(), server(), Lsn::INVALID).unwrap();
+        assert!(none.acceptor_state.term_history.is_empty());
+        let mut bad = server();
+        bad.wal_seg_size = 12345;
+        let e = initial_state(ttid, Configuration::empty(), bad, start).unwrap_err();
+        assert!(e.to_string().contains("wal_seg_size 12345"), "{e}");
+    }
+
+    #[test]
+    fn concurrent_get_or_create_creates_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = Arc::new(load(dir.path()));
+        let ttid = TenantTimelineId::generate();
+        let barrier = Arc::new(Barrier::new(4));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (tls, barrier) = (Arc::clone(&tls), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    tls.get_or_create(ttid, &Configuration::empty(), server(), true)
+                        .unwrap()
+                        .1
+                })
+            })
+            .collect();
+        let created: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(created.iter().filter(|c| **c).count(), 1, "{created:?}");
+        assert_eq!(tls.list(), vec![ttid]);
+        // Without creation, an unknown timeline is not found.
+        let other = TenantTimelineId::generate();
+        let e = tls
+            .get_or_create(other, &Configuration::empty(), server(), false)
+            .unwrap_err();
+        assert!(matches!(e, GlobalTimelinesError::NotFound(_)), "{e}");
+    }
+
+    #[test]
+    fn delete_marks_the_shared_timeline_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = load(dir.path());
+        let ttid = TenantTimelineId::generate();
+        let start = Lsn(u64::from(SEG));
+        let tl = tls
+            .create(initial_state(ttid, Configuration::empty(), server(), start).unwrap())
+            .unwrap();
+        assert!(matches!(
+            tls.create(initial_state(ttid, Configuration::empty(), server(), start).unwrap()),
+            Err(GlobalTimelinesError::AlreadyExists(_))
+        ));
+        assert!(tls.delete(&ttid).unwrap());
+        assert!(tl.cancel_token().is_cancelled());
+        assert!(
+            tl.with_acceptor(|_| ()).is_err(),
+            "no acceptor call after deletion"
+        );
+        assert!(matches!(
+            tls.get(&ttid),
+            Err(GlobalTimelinesError::NotFound(_))
+        ));
+        assert!(!tls.delete(&ttid).unwrap());
+        // Reloading finds nothing.
+        drop(tls);
+        assert!(load(dir.path()).list().is_empty());
+    }
+}
