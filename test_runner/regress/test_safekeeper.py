@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from fixtures.auth import AuthKeys
+from fixtures.nats import NatsServer
 from fixtures.paths import StrataBinaries
 from fixtures.ports import PortAllocator
 from fixtures.postgres import VanillaPostgres
@@ -531,4 +533,45 @@ def test_pg_receivewal_from_safekeeper(stock_standby_setup: StockStandbySetup, t
     begin = setup.start_lsn % WAL_SEG_SIZE
     end = min(commit - segno * WAL_SEG_SIZE, WAL_SEG_SIZE)
     assert received[begin:end] == original[begin:end]
+    setup.pusher.stop()
+
+
+def test_safekeeper_broker_heartbeats(
+    safekeeper_factory: SafekeeperFactory,
+    nats_server: NatsServer,
+    vanilla_pg: VanillaPostgres,
+    strata_bin: StrataBinaries,
+    test_dir: TestDir,
+    pg_bindir: Path,
+    port_allocator: PortAllocator,
+    run_as: RunAs,
+    services: ServiceRegistry,
+):
+    """With --broker-endpoint an active timeline's heartbeats reach nats-server, and with
+    nats-server gone WAL keeps flowing."""
+    sk = safekeeper_factory.create(
+        1, broker_url=nats_server.client_url, extra_args=["--broker-publish-interval", "200ms"]
+    ).start()
+    setup = StockStandbySetup(
+        sk, vanilla_pg, strata_bin, test_dir, pg_bindir, port_allocator, run_as, services
+    )
+    setup.start_timeline(mid_segment=False)
+
+    def published() -> bool:
+        sent = sk.http.metric_value('safekeeper_broker_messages_total{direction="publish"')
+        varz = requests.get(f"{nats_server.monitor_url}/varz", timeout=5).json()
+        return bool(sent) and varz["in_msgs"] > 0
+
+    wait_until(published, timeout=30, what="heartbeats published")
+
+    nats_server.stop()
+    setup.primary.safe_psql("INSERT INTO t SELECT g, 'n' FROM generate_series(501, 1500) g")
+    target = current_lsn(setup.primary)
+
+    def committed() -> bool:
+        status = sk.http.timeline_status(setup.tenant, setup.timeline)
+        return lsn_to_int(status["commit_lsn"]) >= target
+
+    wait_until(committed, timeout=30, what="WAL committed with the broker down")
+    assert setup.pusher is not None
     setup.pusher.stop()
