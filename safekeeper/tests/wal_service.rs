@@ -405,3 +405,43 @@ async fn failpoint_fails_a_flush_and_the_timeline_recovers() {
         status.1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_connections_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sk = Sk::start(&dir.path().join("sk"), &["--no-sync"]);
+    let addr = sk.pg_addr();
+    let ttid = TenantTimelineId::generate();
+    let (wal, ends) = generate_wal(START, 200, 500);
+    let end = *ends.last().unwrap();
+    let mut p = bootstrap(&addr, ttid, 1).await;
+    p.stream(1, START, &wal, end, end).await;
+    let mut reader = connect(&addr, ttid, None).await.unwrap();
+    reader
+        .start_copy_both(&format!("START_REPLICATION PHYSICAL {START}"))
+        .await
+        .unwrap();
+    let (mut r, _w) = reader.into_split();
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sk.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let e = server_error(p.recv().await);
+    assert!(e.contains("shutting down"), "{e}");
+    let e = loop {
+        match r.read_copy_data(1 << 20).await {
+            Ok(Some(_)) => continue,
+            other => break server_error(other),
+        }
+    };
+    assert!(e.contains("shutting down"), "{e}");
+    let status = sk.child.wait().unwrap();
+    assert!(status.success(), "{status}:\n{}", sk.log_text());
+
+    sk.restart();
+    let mut p = Proposer::connect(&sk.pg_addr(), ttid).await.unwrap();
+    p.greet().await;
+    assert_eq!(p.vote(2).await.flush_lsn, end);
+}
