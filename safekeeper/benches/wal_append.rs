@@ -13,7 +13,7 @@
 //! * **latency**: one append at a time, from sending it to the AppendResponse whose flush
 //!   LSN covers it (p50/p99).
 //!
-//! Everything is bounded (at most 64 MiB per measurement) and lives in cargo's target tmp
+//! Everything is bounded (at most 128 MiB per measurement) and lives in cargo's target tmp
 //! directory, on the same file system as the build. `SK_BENCH_NO_SYNC=1` runs the
 //! safekeeper with `--no-sync`, which shows how much of the time is CPU (server and client
 //! share the machine).
@@ -205,7 +205,7 @@ fn main() {
         (8 * 1024, 16 << 20, disk_8),
     ] {
         let tput = rt.block_on(throughput(&sk, size, total));
-        let lat = rt.block_on(latency(&sk, size, 200));
+        let lat = rt.block_on(latency(&sk, size, 500));
         println!(
             "safekeeper: {:>3} KiB appends  {tput:8.1} MiB/s  ({:5.0}% of write+fdatasync per append, {:5.0}% of sequential)  latency p50 {:6.2} ms  p99 {:6.2} ms",
             size / 1024,
