@@ -105,8 +105,8 @@ async fn elect(sk: &Sk, ttid: TenantTimelineId) -> Proposer {
 }
 
 /// Pipelined appends, with replies read by a task of their own (as a real proposer does);
-/// returns MiB/s.
-async fn throughput(sk: &Sk, size: u64, total: usize) -> f64 {
+/// returns MiB/s and the number of appends.
+async fn throughput(sk: &Sk, size: u64, total: usize) -> (f64, usize) {
     let (bytes, ends) = wal(total, 900);
     let parts = chunks(&ends, size);
     let end = parts.last().unwrap().1;
@@ -132,7 +132,8 @@ async fn throughput(sk: &Sk, size: u64, total: usize) -> f64 {
     }
     w.flush().await.unwrap();
     replies.await.unwrap();
-    (end.0 - START.0) as f64 / MIB / t.elapsed().as_secs_f64()
+    let mib_s = (end.0 - START.0) as f64 / MIB / t.elapsed().as_secs_f64();
+    (mib_s, parts.len())
 }
 
 /// One append at a time; returns the latencies.
@@ -158,6 +159,16 @@ async fn latency(sk: &Sk, size: u64, count: usize) -> Vec<Duration> {
     }
     out.sort();
     out
+}
+
+/// fdatasyncs of WAL so far (the flush histogram's count).
+fn fsync_count(sk: &Sk) -> u64 {
+    let (_, metrics) = sk.http("GET", "/metrics", None);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("safekeeper_flush_wal_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -201,10 +212,12 @@ fn main() {
     println!("disk:   8 KiB write + fdatasync each                 {disk_8:8.1} MiB/s");
 
     for (size, total, disk) in [
-        (128 * 1024u64, 64 << 20, disk_128),
-        (8 * 1024, 16 << 20, disk_8),
+        (128 * 1024u64, 128 << 20, disk_128),
+        (8 * 1024, 32 << 20, disk_8),
     ] {
-        let tput = rt.block_on(throughput(&sk, size, total));
+        let fsyncs_before = fsync_count(&sk);
+        let (tput, appends) = rt.block_on(throughput(&sk, size, total));
+        let fsyncs = fsync_count(&sk) - fsyncs_before;
         let lat = rt.block_on(latency(&sk, size, 500));
         println!(
             "safekeeper: {:>3} KiB appends  {tput:8.1} MiB/s  ({:5.0}% of write+fdatasync per append, {:5.0}% of sequential)  latency p50 {:6.2} ms  p99 {:6.2} ms",
@@ -214,6 +227,20 @@ fn main() {
             pct(&lat, 0.5),
             pct(&lat, 0.99),
         );
+        println!(
+            "            {fsyncs} fdatasyncs for {} appends ({:.1} appends per fdatasync)",
+            appends,
+            appends as f64 / fsyncs.max(1) as f64
+        );
+    }
+    if std::env::var("SK_BENCH_DEBUG").is_ok() {
+        let (_, m) = sk.http("GET", "/metrics", None);
+        for l in m
+            .lines()
+            .filter(|l| l.contains("_count") || l.contains("bytes_total"))
+        {
+            println!("{l}");
+        }
     }
     drop(sk);
 }

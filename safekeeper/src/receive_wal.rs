@@ -10,8 +10,8 @@
 //!   message and field.
 //! * The **disk thread** (a dedicated OS thread, because the acceptor does blocking file
 //!   I/O) takes everything queued, one acceptor call per message, and fdatasyncs **when the
-//!   queue drains** and at least every [`crate::wal_storage::FLUSH_INTERVAL`] while it does
-//!   not. Each flush that follows appends produces exactly one AppendResponse. When the
+//!   queue drains**, and while it does not, at least every
+//!   [`crate::wal_storage::FLUSH_INTERVAL`] and every [`FLUSH_BYTES`] of WAL. Each flush that follows appends produces exactly one AppendResponse. When the
 //!   reader ends (disconnect, CopyDone, shutdown), the thread flushes what it received
 //!   before exiting, so WAL acknowledged or not is never left unsynced.
 //! * The **network writer** (async) sends replies, adding the standbys' hot-standby
@@ -46,6 +46,10 @@ use crate::wal_service::{Conn, ConnCtx, ConnError, lookup_sqlstate};
 pub const MSG_QUEUE_SIZE: usize = 256;
 /// Replies queued between the disk thread and the network writer.
 pub const REPLY_QUEUE_SIZE: usize = 16;
+/// While appends keep arriving, flush at least once per this many WAL bytes, so a
+/// saturating proposer still gets steady AppendResponses (its commit LSN moves) and the
+/// disk gets steady writes rather than a whole segment's fdatasync at once.
+pub const FLUSH_BYTES: usize = 1024 * 1024;
 
 /// Failpoint evaluated on the disk thread before each flush (builds with `testing`).
 pub const FAILPOINT_BEFORE_FLUSH: &str = "wal-push-before-flush";
@@ -348,6 +352,7 @@ fn disk_loop(
         conn_id,
         tx,
         need_flush: false,
+        unflushed_bytes: 0,
     };
     state.process(ProposerMessage::Greeting(greeting))?;
     loop {
@@ -360,7 +365,9 @@ fn disk_loop(
             match rx.try_recv() {
                 Ok(msg) => {
                     state.process(msg)?;
-                    if state.need_flush && state.flush_due()? {
+                    if state.need_flush
+                        && (state.unflushed_bytes >= FLUSH_BYTES || state.flush_due()?)
+                    {
                         state.flush_if_needed()?;
                     }
                 }
@@ -384,6 +391,8 @@ struct DiskState<'a> {
     tx: &'a mpsc::Sender<Reply>,
     /// Appends were processed since the last flush.
     need_flush: bool,
+    /// WAL bytes appended since the last flush.
+    unflushed_bytes: usize,
 }
 
 impl DiskState<'_> {
@@ -407,7 +416,10 @@ impl DiskState<'_> {
     }
 
     fn process(&mut self, msg: ProposerMessage) -> Result<(), String> {
-        let is_append = matches!(msg, ProposerMessage::AppendRequest(_));
+        let append_len = match &msg {
+            ProposerMessage::AppendRequest(a) => Some(a.wal_data.len()),
+            _ => None,
+        };
         let elected_term = match &msg {
             ProposerMessage::Elected(e) => Some(e.term),
             _ => None,
@@ -423,8 +435,11 @@ impl DiskState<'_> {
                         i.term = Some(term);
                     });
                 }
-                if is_append && reply.is_none() {
+                if let Some(len) = append_len
+                    && reply.is_none()
+                {
                     self.need_flush = true;
+                    self.unflushed_bytes += len;
                 }
                 if let Some(reply) = reply {
                     self.send(reply)?;
@@ -445,6 +460,7 @@ impl DiskState<'_> {
             return Ok(());
         }
         self.need_flush = false;
+        self.unflushed_bytes = 0;
         // Test hook: `return` fails the flush (as an fsync error would end the connection),
         // `sleep(N)`/`pause` hold it.
         if utils::failpoint::eval(FAILPOINT_BEFORE_FLUSH).is_some() {
