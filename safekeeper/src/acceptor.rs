@@ -55,7 +55,7 @@ use utils::{Lsn, NodeId, TenantTimelineId};
 use crate::control_file::{ControlFileError, ControlFileStore, TimelinePersistentState};
 use crate::metrics;
 use crate::wal_storage::{
-    PhysicalStorage, StorageError, WalReader, WalStartPositions, WalStorageConfig,
+    FlushTicket, PhysicalStorage, StorageError, WalReader, WalStartPositions, WalStorageConfig,
     remove_segments_below,
 };
 
@@ -720,6 +720,33 @@ impl Acceptor {
         if self.wal.is_initialized() {
             self.wal.flush()?;
             self.update_commit()?;
+        }
+        Ok(self.append_response())
+    }
+
+    /// Prepares a flush whose fdatasync the caller runs without holding the acceptor
+    /// ([`FlushTicket::sync`]), then hands back to [`Acceptor::complete_flush`]. `None`
+    /// while the timeline has no WAL (nothing to sync).
+    pub fn begin_flush(&mut self) -> Result<Option<FlushTicket>, AcceptorError> {
+        if !self.wal.is_initialized() {
+            return Ok(None);
+        }
+        Ok(Some(self.wal.begin_flush()?))
+    }
+
+    /// Takes a ticket's fdatasync outcome: advances flush and commit LSNs (see
+    /// [`PhysicalStorage::complete_flush`]) and returns the response to send. A failed
+    /// fdatasync is an error and leaves the storage broken.
+    pub fn complete_flush(
+        &mut self,
+        ticket: Option<FlushTicket>,
+        synced: Result<(), StorageError>,
+    ) -> Result<AppendResponse, AcceptorError> {
+        if let Some(ticket) = ticket {
+            self.wal.complete_flush(ticket, synced)?;
+            self.update_commit()?;
+        } else {
+            synced?;
         }
         Ok(self.append_response())
     }

@@ -2,18 +2,26 @@
 //!
 //! ```text
 //!  socket ──► network reader ──► queue (256 msgs) ──► disk thread ──► replies (16) ──► network writer ──► socket
-//!             (decode)                                 (Acceptor)                        (encode + feedback)
+//!             (decode)                                 (Acceptor)  │        ▲           (encode + feedback)
+//!                                                    flush request ▼        │ AppendResponse
+//!                                                              flush thread (fdatasync)
 //! ```
 //!
 //! * The **network reader** (async) decodes each CopyData as a [`ProposerMessage`] and
 //!   queues it; a malformed message ends the connection with an ErrorResponse naming the
 //!   message and field.
 //! * The **disk thread** (a dedicated OS thread, because the acceptor does blocking file
-//!   I/O) takes everything queued, one acceptor call per message, and fdatasyncs **when the
-//!   queue drains**, and while it does not, at least every
-//!   [`crate::wal_storage::FLUSH_INTERVAL`] and every [`FLUSH_BYTES`] of WAL. Each flush that follows appends produces exactly one AppendResponse. When the
-//!   reader ends (disconnect, CopyDone, shutdown), the thread flushes what it received
-//!   before exiting, so WAL acknowledged or not is never left unsynced.
+//!   I/O) takes everything queued, one acceptor call per message, and asks for a flush
+//!   **when the queue drains**, and while it does not, at least every
+//!   [`crate::wal_storage::FLUSH_INTERVAL`] and every [`FLUSH_BYTES`] of WAL.
+//! * The **flush thread** serves those requests: a [`crate::wal_storage::FlushTicket`] under
+//!   the acceptor lock, the fdatasync without it (so the disk thread goes on writing the
+//!   next messages meanwhile), the new flush and commit LSNs under the lock again, and
+//!   exactly one AppendResponse per flush. Requests made during a flush coalesce into one
+//!   more. Nothing is reported flushed before its fdatasync returned, and a failed one ends
+//!   the connection and leaves the storage broken until the timeline is opened again.
+//! * When the reader ends (disconnect, CopyDone, shutdown) or the acceptor refuses a
+//!   message, what was appended before is flushed before the threads exit.
 //! * The **network writer** (async) sends replies, adding the standbys' hot-standby
 //!   feedback and the latest pageserver feedback to each AppendResponse.
 //!
@@ -22,7 +30,7 @@
 //! next proposer. A proposer with a lower term is not an error: it is answered with the
 //! higher term and decides to go away itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use pq_proto::messages::BeMessage;
@@ -51,7 +59,7 @@ pub const REPLY_QUEUE_SIZE: usize = 16;
 /// disk gets steady writes rather than a whole segment's fdatasync at once.
 pub const FLUSH_BYTES: usize = 1024 * 1024;
 
-/// Failpoint evaluated on the disk thread before each flush (builds with `testing`).
+/// Failpoint evaluated on the flush thread before each flush (builds with `testing`).
 pub const FAILPOINT_BEFORE_FLUSH: &str = "wal-push-before-flush";
 
 /// What the disk thread hands the writer.
@@ -339,7 +347,9 @@ async fn write_loop(
     Ok(())
 }
 
-/// The disk side: the only code that calls the acceptor for this connection.
+/// The disk side: the only code that appends to the acceptor for this connection. Flushes
+/// are requested from the flusher thread (scoped to this function), so the next messages
+/// are written while the previous ones are fdatasynced.
 fn disk_loop(
     tl: &SharedTimeline,
     conn_id: u64,
@@ -347,41 +357,109 @@ fn disk_loop(
     mut rx: mpsc::Receiver<ProposerMessage>,
     tx: &mpsc::Sender<Reply>,
 ) -> Result<(), String> {
-    let mut state = DiskState {
-        tl,
-        conn_id,
-        tx,
-        need_flush: false,
-        unflushed_bytes: 0,
-    };
-    state.process(ProposerMessage::Greeting(greeting))?;
-    loop {
-        let Some(msg) = rx.blocking_recv() else {
-            return state.flush_if_needed();
+    let flusher = &Flusher::default();
+    std::thread::scope(|scope| {
+        let span = tracing::Span::current();
+        let flush_thread = std::thread::Builder::new()
+            .name(format!("wal-flush-{conn_id}"))
+            .spawn_scoped(scope, move || {
+                let _enter = span.enter();
+                flusher.run(tl, tx)
+            })
+            .map_err(|e| format!("spawning the WAL flush thread: {e}"))?;
+        let mut state = DiskState {
+            tl,
+            conn_id,
+            tx,
+            flusher,
+            need_flush: false,
+            unflushed_bytes: 0,
         };
-        state.process(msg)?;
-        let mut disconnected = false;
+        let result = state.run(greeting, &mut rx);
+        // Whatever was appended gets flushed (and acknowledged) before the thread exits.
+        state.request_flush_if_needed();
+        flusher.close();
+        let flushed = flush_thread
+            .join()
+            .map_err(|_| "the WAL flush thread panicked".to_string())?;
+        result.and(flushed)
+    })
+}
+
+/// Flush requests from the disk thread to the flusher thread. Requests made while a flush
+/// runs coalesce into one more flush.
+#[derive(Debug, Default)]
+struct Flusher {
+    state: Mutex<FlushState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    requested: bool,
+    closing: bool,
+    failed: bool,
+}
+
+impl Flusher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlushState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn request(&self) {
+        self.lock().requested = true;
+        self.wake.notify_one();
+    }
+
+    /// The flusher exits after serving any pending request.
+    fn close(&self) {
+        self.lock().closing = true;
+        self.wake.notify_one();
+    }
+
+    fn failed(&self) -> bool {
+        self.lock().failed
+    }
+
+    /// The flusher thread: for each request, a ticket under the acceptor lock, the
+    /// fdatasync without it, the new positions under it again, and one AppendResponse.
+    fn run(&self, tl: &SharedTimeline, tx: &mpsc::Sender<Reply>) -> Result<(), String> {
         loop {
-            match rx.try_recv() {
-                Ok(msg) => {
-                    state.process(msg)?;
-                    if state.need_flush
-                        && (state.unflushed_bytes >= FLUSH_BYTES || state.flush_due()?)
-                    {
-                        state.flush_if_needed()?;
-                    }
+            {
+                let mut st = self.lock();
+                while !st.requested && !st.closing {
+                    st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
                 }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    disconnected = true;
-                    break;
+                if !st.requested {
+                    return Ok(());
                 }
+                st.requested = false;
+            }
+            if let Err(msg) = self.flush_once(tl, tx) {
+                self.lock().failed = true;
+                let _ = tx.blocking_send(Reply::Error(msg.clone()));
+                return Err(msg);
             }
         }
-        state.flush_if_needed()?;
-        if disconnected {
-            return Ok(());
+    }
+
+    fn flush_once(&self, tl: &SharedTimeline, tx: &mpsc::Sender<Reply>) -> Result<(), String> {
+        // Test hook: `return` fails the flush (as an fsync error would end the connection),
+        // `sleep(N)`/`pause` hold it.
+        if utils::failpoint::eval(FAILPOINT_BEFORE_FLUSH).is_some() {
+            return Err(format!("failpoint {FAILPOINT_BEFORE_FLUSH}"));
         }
+        let ticket = tl
+            .with_acceptor(|a| a.begin_flush())
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let synced = ticket.as_ref().map_or(Ok(()), |t| t.sync());
+        let resp = tl
+            .with_acceptor(|a| a.complete_flush(ticket, synced))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        tx.blocking_send(Reply::Msg(AcceptorMessage::AppendResponse(resp)))
+            .map_err(|_| "the connection's writer has stopped".to_string())
     }
 }
 
@@ -389,13 +467,53 @@ struct DiskState<'a> {
     tl: &'a SharedTimeline,
     conn_id: u64,
     tx: &'a mpsc::Sender<Reply>,
-    /// Appends were processed since the last flush.
+    flusher: &'a Flusher,
+    /// Appends were processed since the last flush request.
     need_flush: bool,
-    /// WAL bytes appended since the last flush.
+    /// WAL bytes appended since the last flush request.
     unflushed_bytes: usize,
 }
 
 impl DiskState<'_> {
+    fn run(
+        &mut self,
+        greeting: ProposerGreeting,
+        rx: &mut mpsc::Receiver<ProposerMessage>,
+    ) -> Result<(), String> {
+        self.process(ProposerMessage::Greeting(greeting))?;
+        loop {
+            let Some(msg) = rx.blocking_recv() else {
+                return Ok(());
+            };
+            self.check_flusher()?;
+            self.process(msg)?;
+            loop {
+                match rx.try_recv() {
+                    Ok(msg) => {
+                        self.process(msg)?;
+                        if self.need_flush
+                            && (self.unflushed_bytes >= FLUSH_BYTES || self.flush_due()?)
+                        {
+                            self.request_flush_if_needed();
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return Ok(()),
+                }
+            }
+            // The queue drained: make what arrived durable.
+            self.request_flush_if_needed();
+        }
+    }
+
+    fn check_flusher(&self) -> Result<(), String> {
+        if self.flusher.failed() {
+            Err("flushing WAL failed".to_string())
+        } else {
+            Ok(())
+        }
+    }
+
     fn acceptor<R>(&self, f: impl FnOnce(&mut Acceptor) -> R) -> Result<R, String> {
         self.tl
             .with_acceptor(f)
@@ -455,20 +573,11 @@ impl DiskState<'_> {
         self.acceptor(|a| a.flush_due(now))
     }
 
-    fn flush_if_needed(&mut self) -> Result<(), String> {
-        if !self.need_flush {
-            return Ok(());
-        }
-        self.need_flush = false;
-        self.unflushed_bytes = 0;
-        // Test hook: `return` fails the flush (as an fsync error would end the connection),
-        // `sleep(N)`/`pause` hold it.
-        if utils::failpoint::eval(FAILPOINT_BEFORE_FLUSH).is_some() {
-            return Err(self.fail(format!("failpoint {FAILPOINT_BEFORE_FLUSH}")));
-        }
-        match self.acceptor(|a| a.flush())? {
-            Ok(resp) => self.send(AcceptorMessage::AppendResponse(resp)),
-            Err(e) => Err(self.fail(e.to_string())),
+    fn request_flush_if_needed(&mut self) {
+        if self.need_flush {
+            self.need_flush = false;
+            self.unflushed_bytes = 0;
+            self.flusher.request();
         }
     }
 }

@@ -425,6 +425,47 @@ pub fn remove_segments_below(
     Ok(removed)
 }
 
+/// A flush prepared by [`PhysicalStorage::begin_flush`]: a duplicate descriptor of the open
+/// segment and the record boundary that becomes durable once it is fdatasynced. Every byte
+/// up to that boundary was written before the ticket was made, and every earlier segment
+/// was fdatasynced when it was completed, so one fdatasync of this descriptor makes it all
+/// durable. Made under the caller's lock, synced without it, completed under it again.
+#[derive(Debug)]
+pub struct FlushTicket {
+    /// The open segment's number and a duplicate of its descriptor; `None` when there is
+    /// nothing to sync (nothing written since the last sync, or `Sync::No`).
+    file: Option<(u64, File)>,
+    dir: PathBuf,
+    seg_size: u64,
+    /// `write_lsn` when the ticket was made.
+    write_lsn: Lsn,
+    /// The flush LSN this ticket makes good: the last complete record written.
+    upto: Lsn,
+    epoch: u64,
+}
+
+impl FlushTicket {
+    /// The record boundary this ticket makes durable.
+    pub fn upto(&self) -> Lsn {
+        self.upto
+    }
+
+    /// Runs the fdatasync (blocking; no lock needed).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        let Some((segno, file)) = &self.file else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        file.sync_data().map_err(|source| StorageError::Io {
+            op: "fdatasync",
+            path: segment_path(&self.dir, *segno, self.seg_size, true),
+            source,
+        })?;
+        metrics::FLUSH_WAL_SECONDS.observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+}
+
 /// The WAL segments of one timeline, with positions tracked at record boundaries.
 #[derive(Debug)]
 pub struct PhysicalStorage {
@@ -446,6 +487,9 @@ pub struct PhysicalStorage {
     dirty: bool,
     /// When the oldest unflushed write happened.
     unflushed_since: Option<Instant>,
+    /// Bumped whenever positions are reset (truncation, initialization): a
+    /// [`FlushTicket`] from an older epoch describes WAL that may be gone.
+    epoch: u64,
     broken: Option<String>,
     flush_gauge: IntGauge,
 }
@@ -473,6 +517,7 @@ impl PhysicalStorage {
             file: None,
             dirty: false,
             unflushed_since: None,
+            epoch: 0,
             broken: None,
         };
         if !start.local_start_lsn.is_valid() {
@@ -625,6 +670,7 @@ impl PhysicalStorage {
     /// Positions at `lsn`, a record boundary; `prev_record` is the start of the record that
     /// ends there (checked against the next record's `xl_prev`), if there is one.
     fn reset_positions(&mut self, lsn: Lsn, prev_record: Option<Lsn>) {
+        self.epoch += 1;
         self.write_lsn = lsn;
         self.write_record_lsn = lsn;
         self.flush_lsn = lsn;
@@ -957,6 +1003,61 @@ impl PhysicalStorage {
         self.flush_lsn = self.write_record_lsn;
         self.unflushed_since = None;
         metrics::set_lsn(&self.flush_gauge, self.flush_lsn);
+        Ok(())
+    }
+
+    /// Prepares a flush whose fdatasync runs outside the caller's lock (see [`FlushTicket`]):
+    /// the ticket covers everything written so far. Writes may go on meanwhile; nothing is
+    /// reported durable until [`PhysicalStorage::complete_flush`], and a synchronous
+    /// [`PhysicalStorage::flush`] in between still syncs by itself.
+    pub fn begin_flush(&mut self) -> Result<FlushTicket, StorageError> {
+        self.check_initialized()?;
+        let file = match &self.file {
+            Some((segno, f)) if self.dirty && self.config.sync == Sync::Yes => {
+                let clone = f.try_clone().map_err(|source| StorageError::Io {
+                    op: "duplicate descriptor of",
+                    path: segment_path(&self.config.dir, *segno, self.config.seg_size, true),
+                    source,
+                })?;
+                Some((*segno, clone))
+            }
+            _ => None,
+        };
+        Ok(FlushTicket {
+            file,
+            dir: self.config.dir.clone(),
+            seg_size: self.config.seg_size,
+            write_lsn: self.write_lsn,
+            upto: self.write_record_lsn,
+            epoch: self.epoch,
+        })
+    }
+
+    /// Takes the outcome of a ticket's [`FlushTicket::sync`]: on success the flush LSN moves
+    /// to the ticket's end (unless the WAL was truncated since the ticket was made); a
+    /// failed fdatasync leaves the storage broken, as in [`PhysicalStorage::flush`].
+    pub fn complete_flush(
+        &mut self,
+        ticket: FlushTicket,
+        synced: Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.check_usable()?;
+        if let Err(e) = synced {
+            self.broken = Some(e.to_string());
+            return Err(e);
+        }
+        if ticket.epoch != self.epoch {
+            return Ok(());
+        }
+        if ticket.write_lsn == self.write_lsn {
+            // Nothing was written since the ticket: everything is durable now.
+            self.dirty = false;
+            self.unflushed_since = None;
+        }
+        if ticket.upto > self.flush_lsn {
+            self.flush_lsn = ticket.upto;
+            metrics::set_lsn(&self.flush_gauge, self.flush_lsn);
+        }
         Ok(())
     }
 

@@ -819,3 +819,63 @@ fn peer_commit_is_taken_only_with_the_same_last_log_term() {
         .unwrap();
     assert_eq!(a.positions(), p, "never backwards");
 }
+
+#[test]
+fn pipelined_flush_reports_only_what_its_ticket_covered() {
+    let env = Env::new();
+    let mut a = env.open();
+    assert!(vote(&mut a, 1).vote_given);
+    a.handle_elected(&elected(1, START, th(&[(1, START)])))
+        .unwrap();
+    let (wal, pos) = wal_from(START, Lsn::INVALID, 20, 100);
+    let (mid, end) = (pos[9].1, pos[19].1);
+    let cut = (mid.0 - START.0) as usize;
+    a.handle_append(&append(1, START, &wal[..cut], Lsn::INVALID))
+        .unwrap();
+    let t1 = a.begin_flush().unwrap().expect("initialized");
+    assert_eq!(t1.upto(), mid);
+    // More WAL (and the proposer's commit) arrive while the first fdatasync runs.
+    a.handle_append(&append(1, mid, &wal[cut..], end)).unwrap();
+    let synced = t1.sync();
+    let r = a.complete_flush(Some(t1), synced).unwrap();
+    assert_eq!((r.flush_lsn, r.commit_lsn), (mid, mid));
+    assert!(
+        a.wal().has_unflushed(),
+        "the second append is not durable yet"
+    );
+    let t2 = a.begin_flush().unwrap().unwrap();
+    let synced = t2.sync();
+    let r = a.complete_flush(Some(t2), synced).unwrap();
+    assert_eq!((r.flush_lsn, r.commit_lsn), (end, end));
+    assert!(!a.wal().has_unflushed());
+}
+
+#[test]
+fn flush_ticket_from_before_a_truncation_is_ignored() {
+    let env = Env::new();
+    let mut a = env.open();
+    let pos = bootstrap(&mut a, 20, None);
+    let end = pos[19].1;
+    // More WAL, a ticket for it, then a new term truncates back into the older WAL.
+    let (more, more_pos) = wal_from(end, pos[19].0, 5, 100);
+    a.handle_append(&append(
+        1,
+        end,
+        &more[..(more_pos[4].1.0 - end.0) as usize],
+        Lsn::INVALID,
+    ))
+    .unwrap();
+    let stale = a.begin_flush().unwrap().unwrap();
+    assert_eq!(stale.upto(), more_pos[4].1);
+    assert!(vote(&mut a, 2).vote_given);
+    let cut = pos[9].1;
+    a.handle_elected(&elected(2, cut, th(&[(1, START), (2, cut)])))
+        .unwrap();
+    assert_eq!(a.flush_lsn(), cut);
+    let synced = stale.sync();
+    let r = a.complete_flush(Some(stale), synced).unwrap();
+    assert_eq!(
+        r.flush_lsn, cut,
+        "a ticket from before the truncation moves nothing"
+    );
+}
