@@ -29,6 +29,11 @@
 //! * Bytes after `write_lsn` in the open segment are zeros, and there are no segments past
 //!   it: truncation and opening zero the tail and delete later segments.
 //! * Every segment below the one holding `write_lsn` has its final name and was fdatasynced.
+//! * A flush may be split so its fdatasync runs without the caller's lock
+//!   ([`PhysicalStorage::begin_flush`], [`FlushTicket::sync`],
+//!   [`PhysicalStorage::complete_flush`]): `flush_lsn` moves only to what the ticket covered
+//!   and only after its fdatasync succeeded, never for a ticket made before positions were
+//!   reset (truncation), and writes in between stay unflushed until a later flush.
 //! * Any I/O error while writing, syncing or truncating leaves the storage *broken*: every
 //!   later call fails until it is opened again (a failed fsync must never be retried and
 //!   believed, and a half-done truncation is repaired by the scan on open).
