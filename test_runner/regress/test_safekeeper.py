@@ -575,3 +575,38 @@ def test_safekeeper_broker_heartbeats(
     wait_until(committed, timeout=30, what="WAL committed with the broker down")
     assert setup.pusher is not None
     setup.pusher.stop()
+
+
+@pytest.mark.allowed_errors(
+    r"timeline failed to load and will not be served",
+    r"timeline is broken and will not be served",
+)
+def test_safekeeper_corrupt_control_file(safekeeper: Safekeeper):
+    """A corrupt control file breaks its timeline only: listed as broken with an error naming
+    the file, 409 on its status, while the other timeline keeps serving."""
+    http = safekeeper.http
+    tenant = random_id()
+    good, bad = random_id(), random_id()
+    for timeline in (good, bad):
+        http.timeline_create(tenant, timeline, start_lsn="0/2000000", system_id=7)
+    safekeeper.stop()
+    control = safekeeper.timeline_dir(tenant, bad) / "safekeeper.control"
+    data = bytearray(control.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    control.write_bytes(bytes(data))
+    safekeeper.start()
+
+    listing = http.timeline_list()
+    assert listing["timelines"] == [{"tenant_id": tenant, "timeline_id": good}]
+    [broken] = listing["broken"]
+    assert broken["timeline_id"] == bad
+    assert "safekeeper.control" in broken["error"], broken
+    with pytest.raises(SafekeeperApiError) as e:
+        http.timeline_status(tenant, bad)
+    assert e.value.status == 409 and "broken" in e.value.msg
+    assert http.timeline_status(tenant, good)["flush_lsn"] == "0/02000000"
+    assert http.metric_value("safekeeper_broken_timelines") == 1
+    # Deleting the broken timeline removes it for good.
+    assert http.timeline_delete(tenant, bad) == {"existed": True}
+    safekeeper.restart()
+    assert http.timeline_list()["broken"] == []
