@@ -29,6 +29,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::remote_path::KeyPrefix;
 use crate::support::{ChunkReader, guard_stream, timed};
 use crate::{
     AzureConfig, Download, DownloadOpts, Error, Etag, Listing, ListingMode, ListingObject,
@@ -48,7 +49,7 @@ const DELETES_IN_FLIGHT: usize = 16;
 pub struct AzureBlobStorage {
     container: ContainerClient,
     container_name: String,
-    prefix: Option<String>,
+    prefix: KeyPrefix,
     concurrency: Arc<Semaphore>,
     timeout: Duration,
     small_timeout: Duration,
@@ -125,7 +126,7 @@ impl AzureBlobStorage {
         Ok(AzureBlobStorage {
             container,
             container_name: config.container_name.clone(),
-            prefix: config.prefix_in_container.clone(),
+            prefix: KeyPrefix::new(config.prefix_in_container.clone()),
             concurrency: Arc::new(Semaphore::new(config.concurrency_limit.get())),
             timeout,
             small_timeout,
@@ -138,10 +139,7 @@ impl AzureBlobStorage {
     }
 
     fn name(&self, path: &RemotePath) -> String {
-        match &self.prefix {
-            Some(p) => format!("{p}/{}", path.as_str()),
-            None => path.as_str().to_owned(),
-        }
+        self.prefix.key(path)
     }
 
     fn blob(&self, path: &RemotePath) -> (BlobClient, String) {
@@ -150,11 +148,7 @@ impl AzureBlobStorage {
     }
 
     fn relative(&self, name: &str) -> Option<RemotePath> {
-        let rel = match &self.prefix {
-            Some(p) => name.strip_prefix(p.as_str())?.strip_prefix('/')?,
-            None => name,
-        };
-        RemotePath::new(rel).ok()
+        self.prefix.relative(name)
     }
 
     async fn permit(&self) -> Result<OwnedSemaphorePermit, Error> {
@@ -270,12 +264,7 @@ impl RemoteStorage for AzureBlobStorage {
         max_keys: Option<NonZeroU32>,
         cancel: &CancellationToken,
     ) -> impl Stream<Item = Result<Listing, Error>> + Send {
-        let list_prefix = match (&self.prefix, prefix) {
-            (Some(p), Some(path)) => Some(format!("{p}/{}", path.as_str())),
-            (Some(p), None) => Some(format!("{p}/")),
-            (None, Some(path)) => Some(path.as_str().to_owned()),
-            (None, None) => None,
-        };
+        let list_prefix = self.prefix.list_prefix(prefix);
         let cancel = cancel.clone();
         async_stream::stream! {
             let mut remaining = max_keys.map(NonZeroU32::get);

@@ -142,6 +142,47 @@ impl From<RemotePath> for String {
     }
 }
 
+/// Where a cloud backend's objects live in its bucket or container: an optional key prefix
+/// (`prefix_in_bucket`, `prefix_in_container`). Maps a [`RemotePath`] to the raw key and
+/// back, so every backend agrees on the layout: `<prefix>/<path>`, or `<path>` without one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct KeyPrefix(Option<String>);
+
+impl KeyPrefix {
+    /// Keys under `prefix` (no trailing `/`; validated by the config).
+    pub(crate) fn new(prefix: Option<String>) -> Self {
+        KeyPrefix(prefix)
+    }
+
+    /// The raw key of `path`.
+    pub(crate) fn key(&self, path: &RemotePath) -> String {
+        match &self.0 {
+            Some(p) => format!("{p}/{}", path.as_str()),
+            None => path.as_str().to_owned(),
+        }
+    }
+
+    /// The raw prefix to list for `prefix` (`None` lists the whole bucket or container).
+    pub(crate) fn list_prefix(&self, prefix: Option<&RemotePath>) -> Option<String> {
+        match (&self.0, prefix) {
+            (Some(p), Some(path)) => Some(format!("{p}/{}", path.as_str())),
+            (Some(p), None) => Some(format!("{p}/")),
+            (None, Some(path)) => Some(path.as_str().to_owned()),
+            (None, None) => None,
+        }
+    }
+
+    /// The remote path for a key the server returned, or `None` for keys outside the prefix
+    /// or not valid as paths (written by other tools).
+    pub(crate) fn relative(&self, key: &str) -> Option<RemotePath> {
+        let rel = match &self.0 {
+            Some(p) => key.strip_prefix(p.as_str())?.strip_prefix('/')?,
+            None => key,
+        };
+        RemotePath::new(rel).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +253,29 @@ mod tests {
         let json = serde_json::to_string(&base).unwrap();
         assert_eq!(json, "\"tenants/\"");
         assert!(serde_json::from_str::<RemotePath>("\"/abs\"").is_err());
+    }
+
+    #[test]
+    fn key_prefix_maps_both_ways() {
+        let path = RemotePath::new("tenants/a/index").unwrap();
+        let dir = RemotePath::new("tenants/").unwrap();
+        let with = KeyPrefix::new(Some("pfx".into()));
+        assert_eq!(with.key(&path), "pfx/tenants/a/index");
+        assert_eq!(
+            with.list_prefix(Some(&dir)).as_deref(),
+            Some("pfx/tenants/")
+        );
+        assert_eq!(with.list_prefix(None).as_deref(), Some("pfx/"));
+        assert_eq!(with.relative("pfx/tenants/a/index"), Some(path.clone()));
+        assert_eq!(
+            with.relative("pfxother/x"),
+            None,
+            "a sibling prefix is not ours"
+        );
+        assert_eq!(with.relative("elsewhere/x"), None);
+        let without = KeyPrefix::default();
+        assert_eq!(without.key(&path), "tenants/a/index");
+        assert_eq!(without.list_prefix(None), None);
+        assert_eq!(without.relative("tenants/a/index"), Some(path));
     }
 }

@@ -38,6 +38,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::remote_path::KeyPrefix;
 use crate::support::{ChunkReader, guard_stream, http_range, timed};
 use crate::{
     Download, DownloadOpts, Error, Etag, Listing, ListingMode, ListingObject,
@@ -55,7 +56,7 @@ const PARTS_IN_FLIGHT: usize = 4;
 pub struct S3Bucket {
     client: Client,
     bucket: String,
-    prefix: Option<String>,
+    prefix: KeyPrefix,
     concurrency: Arc<Semaphore>,
     timeout: Duration,
     small_timeout: Duration,
@@ -146,7 +147,7 @@ impl S3Bucket {
         Ok(S3Bucket {
             client: Client::from_conf(builder.build()),
             bucket: config.bucket_name.clone(),
-            prefix: config.prefix_in_bucket.clone(),
+            prefix: KeyPrefix::new(config.prefix_in_bucket.clone()),
             concurrency: Arc::new(Semaphore::new(config.concurrency_limit.get())),
             timeout,
             small_timeout,
@@ -159,29 +160,15 @@ impl S3Bucket {
     }
 
     fn key(&self, path: &RemotePath) -> String {
-        match &self.prefix {
-            Some(p) => format!("{p}/{}", path.as_str()),
-            None => path.as_str().to_owned(),
-        }
+        self.prefix.key(path)
     }
 
     fn list_prefix(&self, prefix: Option<&RemotePath>) -> Option<String> {
-        match (&self.prefix, prefix) {
-            (Some(p), Some(path)) => Some(format!("{p}/{}", path.as_str())),
-            (Some(p), None) => Some(format!("{p}/")),
-            (None, Some(path)) => Some(path.as_str().to_owned()),
-            (None, None) => None,
-        }
+        self.prefix.list_prefix(prefix)
     }
 
-    /// The remote path for a key the server returned, or `None` for keys outside our
-    /// prefix or not valid as paths (written by other tools).
     fn relative(&self, key: &str) -> Option<RemotePath> {
-        let rel = match &self.prefix {
-            Some(p) => key.strip_prefix(p.as_str())?.strip_prefix('/')?,
-            None => key,
-        };
-        RemotePath::new(rel).ok()
+        self.prefix.relative(key)
     }
 
     async fn permit(&self) -> Result<OwnedSemaphorePermit, Error> {
