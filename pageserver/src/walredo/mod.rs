@@ -190,14 +190,22 @@ impl WalRedoManager {
                 );
                 i = run_end;
             } else {
+                // A run of Strata records (a CLOG page can have thousands) shares one
+                // buffer: one copy in, one copy out.
+                let run_end = records[i..]
+                    .iter()
+                    .position(|(_, r)| r.is_postgres())
+                    .map_or(records.len(), |n| i + n);
                 let mut buf = Box::new([0u8; BLCKSZ]);
                 if let Some(p) = &page {
                     buf.copy_from_slice(p);
                 }
-                apply_strata::apply(&mut buf, tag.blkno, &records[i].1)
-                    .map_err(|e| WalRedoError::InvalidHistory(format!("{tag}: {e}")))?;
+                for (_, record) in &records[i..run_end] {
+                    apply_strata::apply(&mut buf, tag.blkno, record)
+                        .map_err(|e| WalRedoError::InvalidHistory(format!("{tag}: {e}")))?;
+                }
                 page = Some(Bytes::copy_from_slice(&buf[..]));
-                i += 1;
+                i = run_end;
             }
         }
         if records.iter().all(|(_, r)| !r.is_postgres()) {
