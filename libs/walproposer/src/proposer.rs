@@ -133,6 +133,11 @@ pub struct ProposerConfig {
     pub max_append_bytes: usize,
     /// Most WAL sent to one safekeeper beyond what it has acknowledged as flushed.
     pub max_inflight_bytes: u64,
+    /// Most WAL held in memory for acceptors that lag. Beyond it, committed WAL (on a
+    /// quorum) is dropped even if some acceptor still lacks it; that acceptor then
+    /// recovers it from a safekeeper that has it ([`Action::FetchFromDonor`]). So a
+    /// safekeeper that is down for long costs a fetch, not unbounded memory.
+    pub max_buffer_bytes: u64,
     unsafe_rules: UnsafeRules,
 }
 
@@ -153,6 +158,7 @@ impl ProposerConfig {
             timeouts: Timeouts::default(),
             max_append_bytes: MAX_WAL_PAYLOAD,
             max_inflight_bytes: 16 * MAX_WAL_PAYLOAD as u64,
+            max_buffer_bytes: 128 * 1024 * 1024,
             unsafe_rules: UnsafeRules::default(),
         }
     }
@@ -180,6 +186,12 @@ impl ProposerConfig {
         if !self.bootstrap_lsn.is_valid() {
             return Err(ConfigError::BootstrapLsn);
         }
+        if self.max_buffer_bytes < self.max_inflight_bytes {
+            return Err(ConfigError::BufferSize {
+                buffer: self.max_buffer_bytes,
+                window: self.max_inflight_bytes,
+            });
+        }
         Ok(())
     }
 }
@@ -204,6 +216,14 @@ pub enum ConfigError {
     /// A bootstrap LSN of 0.
     #[error("bootstrap_lsn must be a valid WAL position")]
     BootstrapLsn,
+    /// A WAL buffer smaller than the in-flight window.
+    #[error("max_buffer_bytes {buffer} is smaller than max_inflight_bytes {window}")]
+    BufferSize {
+        /// The buffer limit.
+        buffer: u64,
+        /// The in-flight window.
+        window: u64,
+    },
 }
 
 /// Why a proposer stopped. Each is final: the process (or simulated compute) must restart
@@ -282,16 +302,20 @@ pub struct Election {
     pub donor: SkId,
 }
 
-/// A request for the donor's WAL in `[start, end)`, for acceptors that lag behind.
+/// A request for the proposer's WAL in `[start, end)` that the buffer no longer (or never)
+/// held, for acceptors that lag behind: below the term start it is the election's donor's,
+/// above it any acceptor's that acknowledged `end` in this term.
 ///
 /// The driver must answer with [`Proposer::donor_wal`] carrying exactly those bytes, or
-/// [`Proposer::donor_fetch_failed`]. It may serve them only while the donor's log still
-/// agrees with `history` up to `end` (the highest common point of the donor's history and
-/// `history`, at the donor's flush LSN, is at least `end`): a donor that has since been
-/// truncated by a newer proposer must not be read.
+/// [`Proposer::donor_fetch_failed`]. It may serve them only while the source's log still
+/// agrees with `history` up to `end` (the highest common point of its history and
+/// `history`, at its flush LSN, is at least `end`): a safekeeper that has since been
+/// truncated by a newer proposer must not be read. Reading with `START_REPLICATION …
+/// (term '<our term>')` guarantees it: the safekeeper serves it only while its term and
+/// last log term stay ours.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchRequest {
-    /// Whom to read from.
+    /// Whom to read from (the field keeps its name from the common case).
     pub donor: SkId,
     /// First LSN wanted.
     pub start: Lsn,
@@ -811,6 +835,22 @@ impl Proposer {
                 leader.wal.trim_to(horizon);
             }
         }
+        // Over the memory limit, committed WAL goes even if an offline acceptor lacks it:
+        // it is on a quorum, from where that acceptor fetches it when it is back. WAL a
+        // connected acceptor is catching up on stays, so a fetch is never thrown away
+        // before it was sent.
+        if leader.wal.len() > self.config.max_buffer_bytes {
+            let keep_from = Lsn(leader.wal.end().0 - self.config.max_buffer_bytes / 2);
+            let mut target = keep_from.min(leader.commit_lsn);
+            for sk in &self.sks {
+                if let Phase::Active(st) = &sk.phase {
+                    target = target.min(st.next);
+                }
+            }
+            if target.0 >= leader.wal.start().0 + TRIM_BATCH {
+                leader.wal.trim_to(target);
+            }
+        }
     }
 
     /// Sends every active safekeeper what it can take now: WAL from its next position, or
@@ -880,8 +920,23 @@ impl Proposer {
         };
         let end = leader.wal.start();
         leader.fetch = Fetch::InFlight { start, end };
+        // Below the term start only the donor has our log. Above it, any acceptor that
+        // acknowledged `end` in our term has exactly our WAL up to there (it continued our
+        // history from its start point); prefer the most advanced, so an offline donor does
+        // not stall recovery of WAL the buffer dropped.
+        let source = if end > leader.term_start {
+            self.sks
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| matches!(s.phase, Phase::Active(_)))
+                .filter_map(|(i, s)| s.acked_flush.filter(|a| *a >= end).map(|a| (a, i)))
+                .max()
+                .map_or(leader.donor, |(_, i)| SkId(i))
+        } else {
+            leader.donor
+        };
         let req = FetchRequest {
-            donor: leader.donor,
+            donor: source,
             start,
             end,
             history: leader.history.clone(),

@@ -38,6 +38,16 @@ impl WalBuffer {
         Lsn(self.start.0 + self.data.len() as u64)
     }
 
+    /// How many bytes are held.
+    pub fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
     /// Adds `bytes` at the end.
     pub fn append(&mut self, bytes: &[u8]) {
         self.data.extend_from_slice(bytes);

@@ -1,0 +1,258 @@
+//! `walproposer stream`: the sidecar of a running compute.
+//!
+//! 1. Connect to the local Postgres as a physical replication client and make sure the
+//!    slot exists (Postgres then keeps every segment we have not confirmed).
+//! 2. Win an election. **No forks**: propose only if the term starts exactly where this
+//!    compute started (`--start-lsn`), or the donor's last term is one this compute won
+//!    before (recorded in the won-terms file: the safekeepers' WAL is this compute's own,
+//!    e.g. after a sidecar restart). Anything else means someone else's WAL follows ours
+//!    (or ours is stale), and continuing would splice two histories: exit with an error.
+//! 3. Record the term as won (durably), then stream from the term start: every byte
+//!    Postgres sends is proposed; status updates report write = received and flush = apply
+//!    = the quorum commit LSN, which is what releases COMMITs waiting for synchronous
+//!    replication. Keepalives are answered at once and a status update goes out every
+//!    second even without a quorum, so `wal_sender_timeout` never drops us.
+//! 4. Memory is bounded: when the WAL not yet committed reaches the proposer's buffer
+//!    limit, we stop reading from Postgres (its walsender waits; commits wait anyway).
+//! 5. SIGTERM: stop at once (what is not committed is not acknowledged, so nothing is
+//!    lost). Postgres ending replication (a clean shutdown) ends us after the last WAL is
+//!    committed, or after a grace period.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pq_proto::replication::{ReplicationFeedback, ReplicationMessage, StandbyStatusUpdate};
+use safekeeper_api::ServerInfo;
+use safekeeper_api::pg_time::now_pg_timestamp;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use utils::Lsn;
+use utils::crashsafe::Sync;
+
+use crate::compute::{Compute, Conninfo, PgWriter};
+use crate::driver::{Driver, Notice, SafekeepersConf};
+use crate::mode::ModeError;
+use crate::won_terms::WonTerms;
+use crate::{Election, ProposerConfig};
+
+/// Largest replication message accepted from Postgres (it sends at most ~128 KiB).
+const MAX_PG_MESSAGE: usize = 16 * 1024 * 1024;
+/// How often a status update is sent even if nothing changed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often progress is logged.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// After Postgres ends replication, how long to wait for the rest to be committed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Parameters of the sidecar.
+#[derive(Debug, Clone)]
+pub struct StreamConf {
+    /// How to reach the local Postgres.
+    pub pg: Conninfo,
+    /// Our `application_name` (what `synchronous_standby_names` names).
+    pub application_name: String,
+    /// The physical slot.
+    pub slot: String,
+    /// The LSN the compute started from.
+    pub start_lsn: Lsn,
+    /// Where the won-terms file lives (next to the compute's data directory).
+    pub state_dir: PathBuf,
+    /// Give up if not elected within this.
+    pub election_timeout: Duration,
+    /// Most uncommitted WAL held in memory.
+    pub max_buffer_bytes: u64,
+    /// Whether to fsync the won-terms file (tests may skip it).
+    pub sync: Sync,
+}
+
+/// Runs the sidecar until SIGTERM (`Ok`) or a fatal error.
+pub async fn run(
+    sks: SafekeepersConf,
+    conf: StreamConf,
+    cancel: CancellationToken,
+) -> Result<(), ModeError> {
+    let mut compute = Compute::connect(&conf.pg, &conf.application_name).await?;
+    let info = compute.info;
+    info!(
+        system_id = info.system_id,
+        pg_version = info.pg_version,
+        flush_lsn = %info.flush_lsn,
+        "connected to Postgres"
+    );
+    if compute.ensure_slot(&conf.slot).await? {
+        info!(slot = %conf.slot, "created the replication slot");
+    }
+    let mut won = WonTerms::load(&conf.state_dir, sks.ttid, conf.sync)?;
+    let server = ServerInfo {
+        pg_version: info.pg_version,
+        system_id: info.system_id,
+        wal_seg_size: info.wal_seg_size,
+    };
+    let n = sks.addrs.len();
+    let mut pconf = ProposerConfig::new(sks.ttid, n, server, conf.start_lsn);
+    pconf.max_buffer_bytes = conf.max_buffer_bytes.max(pconf.max_inflight_bytes);
+    let mut driver = Driver::new(sks, pconf)?;
+
+    let election = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            ev = driver.next_event() => driver.handle(ev)?,
+        }
+        driver.take_notices();
+        driver.check_election_deadline(conf.election_timeout)?;
+        if let Some(e) = driver.election() {
+            break e.clone();
+        }
+    };
+    check_no_fork(&election, conf.start_lsn, &won)?;
+    won.record(election.term)?;
+    info!(term = election.term, won = ?won.terms(), "recorded the term as won; streaming");
+
+    let (mut pg_r, mut pg_w) = compute
+        .start_streaming(&conf.slot, election.term_start_lsn)
+        .await?;
+    let mut received = election.term_start_lsn;
+    let mut commit = driver.proposer().commit_lsn();
+    let mut status = tokio::time::interval(STATUS_INTERVAL);
+    status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_progress = Instant::now();
+    let mut pg_done: Option<Instant> = None;
+    loop {
+        let uncommitted = received
+            .0
+            .saturating_sub(commit.max(election.term_start_lsn).0);
+        let read_pg = pg_done.is_none() && uncommitted < conf.max_buffer_bytes;
+        let mut report = false;
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                info!(%received, %commit, "stopping on request");
+                return Ok(());
+            }
+            ev = driver.next_event() => driver.handle(ev)?,
+            data = pg_r.read_copy_data(MAX_PG_MESSAGE), if read_pg => {
+                let data = match data {
+                    Ok(Some(d)) => d,
+                    Ok(None) => {
+                        info!(%received, %commit, "Postgres ended replication; waiting for the rest to be committed");
+                        pg_done = Some(Instant::now());
+                        continue;
+                    }
+                    Err(e) => return Err(ModeError::PostgresGone(e.to_string())),
+                };
+                match ReplicationMessage::decode(&data)
+                    .map_err(|e| ModeError::PostgresGone(format!("bad replication message: {e}")))?
+                {
+                    ReplicationMessage::XLogData(x) => {
+                        if x.wal_start != received {
+                            return Err(ModeError::WalGap { got: x.wal_start, expected: received });
+                        }
+                        let end = Lsn(received.0 + x.data.len() as u64);
+                        driver.wal_available(end, &x.data)?;
+                        received = end;
+                    }
+                    ReplicationMessage::Keepalive(k) => report = k.reply_requested,
+                }
+            }
+            _ = status.tick() => report = true,
+        }
+        for notice in driver.take_notices() {
+            if let Notice::Commit(c) = notice {
+                commit = c;
+                report = true;
+            }
+        }
+        if report && pg_done.is_none() {
+            send_status(&mut pg_w, received, commit).await?;
+        }
+        if let Some(since) = pg_done {
+            if commit >= received {
+                info!(%commit, "everything Postgres sent is committed; exiting");
+                return Ok(());
+            }
+            if since.elapsed() >= SHUTDOWN_GRACE {
+                warn!(%received, %commit, "Postgres ended replication and the rest was not committed in time; exiting");
+                return Err(ModeError::PostgresGone(
+                    "WAL after its shutdown was not committed".into(),
+                ));
+            }
+        }
+        if last_progress.elapsed() >= PROGRESS_INTERVAL {
+            last_progress = Instant::now();
+            info!(term = election.term, %received, commit_lsn = %commit, "progress");
+        }
+    }
+}
+
+/// The no-fork rule (see the module docs).
+pub fn check_no_fork(election: &Election, start_lsn: Lsn, won: &WonTerms) -> Result<(), ModeError> {
+    let donor_term = election.history.0.iter().rev().nth(1).map(|t| t.term);
+    let ours = election.term_start_lsn == start_lsn || donor_term.is_some_and(|t| won.contains(t));
+    if ours {
+        return Ok(());
+    }
+    Err(ModeError::WouldFork {
+        term_start: election.term_start_lsn,
+        donor_term,
+        start_lsn,
+        won: won.terms().to_vec(),
+    })
+}
+
+async fn send_status(w: &mut PgWriter, received: Lsn, commit: Lsn) -> Result<(), ModeError> {
+    let mut buf = BytesMut::new();
+    ReplicationFeedback::StandbyStatus(StandbyStatusUpdate {
+        write_lsn: received,
+        flush_lsn: commit,
+        apply_lsn: commit,
+        reply_time: now_pg_timestamp(),
+        reply_requested: false,
+    })
+    .encode(&mut buf);
+    w.write_copy_data(&buf);
+    w.flush()
+        .await
+        .map_err(|e| ModeError::PostgresGone(format!("sending a status update: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use safekeeper_api::term::{TermHistory, TermLsn};
+    use utils::TenantTimelineId;
+
+    use super::*;
+    use crate::SkId;
+
+    fn election(history: &[(u64, u64)]) -> Election {
+        let h = TermHistory(
+            history
+                .iter()
+                .map(|&(t, l)| TermLsn::new(t, Lsn(l)))
+                .collect(),
+        );
+        let last = h.last().unwrap();
+        Election {
+            term: last.term,
+            term_start_lsn: last.lsn,
+            history: h,
+            donor: SkId(0),
+        }
+    }
+
+    #[test]
+    fn no_fork_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut won = WonTerms::load(dir.path(), TenantTimelineId::generate(), Sync::No).unwrap();
+        // Started exactly at the term start: fine, whoever wrote before.
+        check_no_fork(&election(&[(1, 100), (3, 500), (4, 900)]), Lsn(900), &won).unwrap();
+        // Someone else's term (3) continued past our start: refused.
+        let e =
+            check_no_fork(&election(&[(1, 100), (3, 500), (4, 900)]), Lsn(100), &won).unwrap_err();
+        assert!(e.to_string().contains("refusing to propose"), "{e}");
+        // Our own term: a restarted sidecar continues.
+        won.record(3).unwrap();
+        check_no_fork(&election(&[(1, 100), (3, 500), (4, 900)]), Lsn(100), &won).unwrap();
+        // A brand-new timeline (no donor history) elsewhere than our start: refused.
+        assert!(check_no_fork(&election(&[(1, 100)]), Lsn(50), &won).is_err());
+    }
+}
