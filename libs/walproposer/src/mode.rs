@@ -39,13 +39,13 @@ pub enum ModeError {
     NoWal,
     /// Proposing would fork the timeline's history.
     #[error(
-        "refusing to propose: the safekeepers' WAL ends at {term_start} (last written in term {donor_term:?}), but this compute started at {start_lsn} and did not win that term (it won {won:?}); its WAL would fork the timeline's history. Start a new compute from the safekeepers' end instead"
+        "refusing to propose: the safekeepers' WAL ends at {term_start} (last written in term {donor_term}), but this compute started at {start_lsn} and did not win that term (it won {won:?}); its WAL would fork the timeline's history. Start a new compute from the safekeepers' end instead"
     )]
     WouldFork {
         /// Where the new term starts.
         term_start: Lsn,
-        /// The donor's last log term.
-        donor_term: Option<Term>,
+        /// The donor's last log term (0 if it had none).
+        donor_term: Term,
         /// The compute's start LSN.
         start_lsn: Lsn,
         /// The terms this compute won.

@@ -776,8 +776,16 @@ impl Proposer {
             last_sent: self.now,
             commit_sent: Lsn::INVALID,
         });
+        // ProposerElected has no reply. With nothing to stream yet, an empty append gets
+        // the acceptor's flush LSN back at once, so the term start can commit without
+        // waiting for the first heartbeat (what `walproposer sync` waits for).
+        let beat = (start >= leader.wal.end())
+            .then(|| heartbeat(self.mconf.generation, self.term, leader, start));
         self.sks[i].last_heard = self.now;
         self.send(i, ProposerMessage::Elected(msg));
+        if let Some(beat) = beat {
+            self.send(i, ProposerMessage::AppendRequest(beat));
+        }
     }
 
     fn on_append_response(&mut self, i: usize, r: AppendResponse) {

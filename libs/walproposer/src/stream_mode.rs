@@ -193,7 +193,7 @@ pub fn check_no_fork(election: &Election, start_lsn: Lsn, won: &WonTerms) -> Res
     }
     Err(ModeError::WouldFork {
         term_start: election.term_start_lsn,
-        donor_term,
+        donor_term: donor_term.unwrap_or(0),
         start_lsn,
         won: won.terms().to_vec(),
     })

@@ -44,10 +44,10 @@ pub struct SafekeepersConf {
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// The proposer configuration is invalid.
-    #[error("invalid proposer configuration: {0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// The proposer stopped (another proposer took over).
-    #[error("{0}")]
+    #[error(transparent)]
     Proposer(#[from] ProposerError),
     /// No quorum could be reached in time.
     #[error("no quorum of safekeepers ({quorum} of {total}) within {waited:?}: {details}")]

@@ -221,9 +221,20 @@ fn elected_from_the_donor_with_start_points_and_recovery() {
     };
     assert_eq!(a[1], elected(0, 0x1200));
     assert_eq!(a[2], elected(1, 0x1300));
+    // The donor has everything: an empty append at once gets its flush LSN back.
+    match &a[3] {
+        Action::Send {
+            sk: SkId(1),
+            msg: ProposerMessage::AppendRequest(r),
+        } => {
+            assert_eq!((r.h.begin_lsn, r.h.end_lsn), (Lsn(0x1300), Lsn(0x1300)));
+            assert!(r.wal_data.is_empty());
+        }
+        other => panic!("expected a heartbeat to sk1, got {other:?}"),
+    }
     // sk0 lacks the donor's [0x1200, 0x1300).
     assert_eq!(
-        a[3],
+        a[4],
         Action::FetchFromDonor(FetchRequest {
             donor: SkId(1),
             start: Lsn(0x1200),
@@ -231,7 +242,7 @@ fn elected_from_the_donor_with_start_points_and_recovery() {
             history: history.clone(),
         })
     );
-    assert_eq!(a.len(), 4);
+    assert_eq!(a.len(), 5);
     assert_eq!(h.p.state(), ProposerState::Elected);
 
     // The compute's WAL goes to the donor at once; sk0 waits for the recovered WAL.
