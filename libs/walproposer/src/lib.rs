@@ -16,6 +16,7 @@
 //! * [`compute`]: the physical replication client of the local Postgres.
 //! * [`won_terms`]: the terms a compute's sidecar won, persisted crash-safely.
 //! * [`sync_mode`], [`stream_mode`]: the binary's two modes; [`mode`]: their errors.
+//! * [`metrics`]: Prometheus metrics (served with `--listen-http`).
 //!
 //! Safety rests on three invariants the state machine keeps: it writes only in a term a
 //! quorum voted for, it continues the most advanced voter's log (so every committed byte
@@ -26,6 +27,7 @@
 
 pub mod compute;
 pub mod driver;
+pub mod metrics;
 pub mod mode;
 pub mod proposer;
 pub mod rules;

@@ -32,6 +32,7 @@ use utils::crashsafe::Sync;
 
 use crate::compute::{Compute, Conninfo, PgWriter};
 use crate::driver::{Driver, Notice, SafekeepersConf};
+use crate::metrics;
 use crate::mode::ModeError;
 use crate::won_terms::WonTerms;
 use crate::{Election, ProposerConfig};
@@ -150,6 +151,8 @@ pub async fn run(
                         let end = Lsn(received.0 + x.data.len() as u64);
                         driver.wal_available(end, &x.data)?;
                         received = end;
+                        metrics::WAL_RECEIVED_BYTES.inc_by(x.data.len() as u64);
+                        metrics::RECEIVED_LSN.set(metrics::lsn_value(received));
                     }
                     ReplicationMessage::Keepalive(k) => report = k.reply_requested,
                 }

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use safekeeper_api::ServerInfo;
 use tokio_util::sync::CancellationToken;
 use utils::crashsafe::Sync;
+use utils::http::{HttpOptions, StatusInfo};
 use utils::logging::LogFormat;
 use utils::{Lsn, TenantId, TenantTimelineId, TimelineId};
 use walproposer::compute::Conninfo;
@@ -64,6 +65,9 @@ struct Common {
     /// How long one connection attempt to a safekeeper may take, in seconds.
     #[arg(long, default_value_t = DEFAULT_CONNECT_TIMEOUT.as_secs_f64())]
     connect_timeout: f64,
+    /// Serve `/v1/status` and `/metrics` (Prometheus) on this address.
+    #[arg(long)]
+    listen_http: Option<std::net::SocketAddr>,
     /// Log format: plain or json (logs go to stderr).
     #[arg(long, default_value = "plain")]
     log_format: LogFormat,
@@ -184,6 +188,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let _signals = utils::shutdown::spawn_signal_handler(cancel.clone())
         .context("installing signal handlers")?;
+    let listen_http = match &cli.mode {
+        Mode::Sync(a) => a.common.listen_http,
+        Mode::Stream(a) => a.common.listen_http,
+    };
+    if let Some(addr) = listen_http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --listen-http {addr}"))?;
+        let router = utils::http::build_router(
+            utoipa_axum::router::OpenApiRouter::new(),
+            HttpOptions {
+                status: StatusInfo {
+                    service: "walproposer".into(),
+                    id: None,
+                    version: env!("CARGO_PKG_VERSION").into(),
+                },
+                auth: None,
+                admin_scopes: Vec::new(),
+            },
+        );
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = utils::http::serve(listener, router, cancel).await {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        });
+    }
     match cli.mode {
         Mode::Sync(a) => {
             let sks = a.common.safekeepers()?;

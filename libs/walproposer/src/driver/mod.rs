@@ -20,6 +20,7 @@ use utils::{Lsn, TenantTimelineId};
 
 pub use connection::{ConnFailure, DEFAULT_CONNECT_TIMEOUT};
 
+use crate::metrics;
 use crate::{Action, ConfigError, Election, Proposer, ProposerConfig, ProposerError, SkId};
 
 /// How often the proposer's clock ticks (timers are in the hundreds of milliseconds).
@@ -214,6 +215,7 @@ impl Driver {
                 if self.current(sk, id) {
                     self.sks[sk.0].connected = true;
                     self.proposer.connected(sk);
+                    self.update_connected();
                 }
             }
             Event::Message { sk, id, msg } => {
@@ -240,26 +242,42 @@ impl Driver {
                     st.last_error = Some(failure.message.clone());
                     st.permanent_error = failure.permanent.then_some(failure.message);
                     self.proposer.disconnected(sk);
+                    metrics::SAFEKEEPER_DISCONNECTS.inc();
+                    self.update_connected();
                 }
             }
             Event::Fetched { id, start, result } => {
                 if self.fetch.as_ref().is_some_and(|f| f.id == id) {
                     self.fetch = None;
-                    match result {
-                        Ok(bytes) => {
-                            if let Err(e) = self.proposer.donor_wal(start, &bytes) {
+                    let ok = match result {
+                        Ok(bytes) => match self.proposer.donor_wal(start, &bytes) {
+                            Ok(()) => true,
+                            Err(e) => {
                                 self.proposer.donor_fetch_failed(&e.to_string());
+                                false
                             }
+                        },
+                        Err(e) => {
+                            self.proposer.donor_fetch_failed(&e);
+                            false
                         }
-                        Err(e) => self.proposer.donor_fetch_failed(&e),
-                    }
+                    };
+                    metrics::RECOVERY_FETCHES
+                        .with_label_values(&[if ok { "ok" } else { "error" }])
+                        .inc();
                 }
             }
             Event::Tick => {}
         }
         self.proposer.tick(Instant::now());
         self.run_actions()?;
+        metrics::TERM.set(i64::try_from(self.proposer.term()).unwrap_or(i64::MAX));
         self.check_refusals()
+    }
+
+    fn update_connected(&self) {
+        let n = self.sks.iter().filter(|s| s.connected).count();
+        metrics::SAFEKEEPERS_CONNECTED.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The compute's WAL (see [`Proposer::wal_available`]).
@@ -406,7 +424,10 @@ impl Driver {
                         self.events_tx.clone(),
                     ));
                 }
-                Action::CommitAdvanced(lsn) => self.notices.push(Notice::Commit(lsn)),
+                Action::CommitAdvanced(lsn) => {
+                    metrics::COMMIT_LSN.set(metrics::lsn_value(lsn));
+                    self.notices.push(Notice::Commit(lsn));
+                }
                 Action::Fatal(e) => {
                     self.shutdown();
                     return Err(e.into());
