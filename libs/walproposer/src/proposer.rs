@@ -855,7 +855,8 @@ impl Proposer {
                     target = target.min(st.next);
                 }
             }
-            if target.0 >= leader.wal.start().0 + TRIM_BATCH {
+            let batch = TRIM_BATCH.min(self.config.max_buffer_bytes / 4);
+            if target.0 >= leader.wal.start().0 + batch {
                 leader.wal.trim_to(target);
             }
         }

@@ -635,3 +635,65 @@ fn a_connect_that_never_completes_is_abandoned_and_retried() {
     p.tick(now);
     assert_eq!(p.poll_action(), Some(Action::Connect(SkId(0))));
 }
+
+#[test]
+fn over_the_buffer_limit_committed_wal_is_dropped_and_recovered_from_a_safekeeper_that_has_it() {
+    let mut h = Harness::with_config(3, |c| c.max_buffer_bytes = 2000);
+    h.elect_fresh(3, &[0, 1]);
+    let donor = h
+        .actions()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Elected(e) => Some(e.donor),
+            _ => None,
+        })
+        .unwrap();
+    let other = SkId(1 - donor.0);
+    h.p.disconnected(SkId(2));
+    // 5000 bytes, acknowledged by the two voters: committed, but sk2 never got them.
+    let mut end = BOOT.0;
+    for _ in 0..10 {
+        end += 500;
+        h.p.wal_available(Lsn(end), &[7u8; 500]).unwrap();
+        h.ack(0, 1, end);
+        h.ack(1, 1, end);
+    }
+    h.actions();
+    assert_eq!(h.p.commit_lsn(), Lsn(end));
+    let start = h.p.leader.as_ref().unwrap().wal.start();
+    assert!(
+        start > BOOT && h.p.leader.as_ref().unwrap().wal.len() <= 2000,
+        "the buffer is bounded: starts at {start}"
+    );
+    // The election's donor goes away; sk2 comes back and needs [BOOT, start): it is read
+    // from the voter that acknowledged it in our term.
+    h.p.disconnected(donor);
+    h.advance(Duration::from_secs(1));
+    assert!(h.actions().contains(&Action::Connect(SkId(2))));
+    h.p.connected(SkId(2));
+    h.greet(2, 1);
+    h.actions();
+    h.vote(2, false, 1, 0, &[]);
+    let fetch = h
+        .actions()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::FetchFromDonor(f) => Some(f),
+            _ => None,
+        })
+        .expect("a recovery read");
+    assert_eq!((fetch.donor, fetch.start, fetch.end), (other, BOOT, start));
+    // The answer fills the buffer's front and sk2 streams from the start; over the limit
+    // again, the buffer still keeps everything sk2 has not been sent.
+    let len = (start.0 - BOOT.0) as usize;
+    h.p.donor_wal(BOOT, &vec![7u8; len]).unwrap();
+    h.ack(other.0, 1, end);
+    let sent = h.sent();
+    let to2 = appends(&sent, 2);
+    assert_eq!(to2.first().unwrap().h.begin_lsn, BOOT);
+    let next2 = to2.last().unwrap().h.end_lsn;
+    assert!(
+        h.p.leader.as_ref().unwrap().wal.start() <= next2,
+        "what sk2 has not been sent yet stays"
+    );
+}
