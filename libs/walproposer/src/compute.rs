@@ -39,6 +39,27 @@ pub enum ComputeError {
     Unexpected(String),
 }
 
+impl ComputeError {
+    /// Postgres is not accepting connections yet (refused, or `the database system is
+    /// starting up`): worth retrying shortly.
+    pub fn is_not_ready(&self) -> bool {
+        match self {
+            ComputeError::Protocol {
+                source: ProtocolError::Io(e),
+                ..
+            } => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ),
+            ComputeError::Protocol {
+                source: ProtocolError::Server(s),
+                ..
+            } => s.code == "57P03",
+            _ => false,
+        }
+    }
+}
+
 fn proto(what: impl Into<String>) -> impl FnOnce(ProtocolError) -> ComputeError {
     let what = what.into();
     move |source| ComputeError::Protocol { what, source }

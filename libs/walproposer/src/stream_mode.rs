@@ -73,7 +73,9 @@ pub async fn run(
     conf: StreamConf,
     cancel: CancellationToken,
 ) -> Result<(), ModeError> {
-    let mut compute = Compute::connect(&conf.pg, &conf.application_name).await?;
+    let Some(mut compute) = connect_compute(&conf, &cancel).await? else {
+        return Ok(());
+    };
     let info = compute.info;
     info!(
         system_id = info.system_id,
@@ -184,6 +186,31 @@ pub async fn run(
             last_progress = Instant::now();
             info!(term = election.term, %received, commit_lsn = %commit, "progress");
         }
+    }
+}
+
+/// Connects to Postgres, retrying while it is not up yet (refused, or starting up) for up
+/// to the election timeout: the sidecar may be started right after Postgres. `None` if
+/// cancelled meanwhile.
+async fn connect_compute(
+    conf: &StreamConf,
+    cancel: &CancellationToken,
+) -> Result<Option<Compute>, ModeError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match Compute::connect(&conf.pg, &conf.application_name).await {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) if e.is_not_ready() && started.elapsed() < conf.election_timeout => {
+                info!("Postgres is not ready yet ({e}); retrying in {delay:?}");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
