@@ -169,7 +169,7 @@ def test_walproposer_normal_work(wp_env: WalproposerEnv, pg_bindir: Path, test_d
     compute.stop()
 
 
-@pytest.mark.allowed_errors(SK_TORN_TAIL, SK_CONNECTION_ENDED)
+@pytest.mark.allowed_errors(SK_TORN_TAIL)
 def test_walproposer_minority_failure(wp_env: WalproposerEnv, pg_bindir: Path, test_dir: TestDir):
     """kill -9 one safekeeper at random moments during pgbench (never two down at once) and
     restart it: no commit waits more than 30 s, and afterwards all three hold the same WAL."""
@@ -230,7 +230,7 @@ def test_walproposer_minority_failure(wp_env: WalproposerEnv, pg_bindir: Path, t
     compute.stop()
 
 
-@pytest.mark.allowed_errors(SK_CONNECTION_ENDED, *SYNC_WAIT_INTERRUPTED)
+@pytest.mark.allowed_errors(*SYNC_WAIT_INTERRUPTED)
 def test_walproposer_majority_failure(wp_env: WalproposerEnv):
     """With 2 of 3 safekeepers down a COMMIT waits (no timeout, no cancel); when one comes
     back it completes."""
@@ -267,7 +267,7 @@ def test_walproposer_majority_failure(wp_env: WalproposerEnv):
     compute.stop()
 
 
-@pytest.mark.allowed_errors(SK_CONNECTION_ENDED, SYNC_WAIT_CANCELLED)
+@pytest.mark.allowed_errors(SYNC_WAIT_CANCELLED)
 def test_walproposer_cancelled_wait(wp_env: WalproposerEnv):
     """A COMMIT waiting for the quorum (majority down) whose wait is cancelled with
     pg_cancel_backend returns with PostgreSQL's warning: committed locally, not durable."""
@@ -401,7 +401,7 @@ def test_walproposer_compute_crash(wp_env: WalproposerEnv):
     bank.check(oracle.pg)
 
 
-@pytest.mark.allowed_errors(SK_CONNECTION_ENDED, SK_TORN_TAIL)
+@pytest.mark.allowed_errors(SK_TORN_TAIL)
 def test_walproposer_divergent_tail(wp_env: WalproposerEnv):
     """A safekeeper holding WAL that the majority never got (sk2 and sk3 were down while the
     compute wrote) has that tail truncated once it meets a new term: its WAL becomes exactly
