@@ -35,7 +35,7 @@ from fixtures.paths import StrataBinaries
 from fixtures.ports import PortAllocator
 from fixtures.postgres import SUPERUSER, VanillaPostgres
 from fixtures.run_as import RunAs
-from fixtures.safekeeper import SafekeeperFactory, int_to_lsn, lsn_to_int, random_id
+from fixtures.safekeeper import WAL_SEG_SIZE, SafekeeperFactory, int_to_lsn, lsn_to_int, random_id
 from fixtures.services import ServiceRegistry
 from fixtures.utils import wait_until
 from fixtures.workdir import TestDir
@@ -166,6 +166,28 @@ def test_walproposer_normal_work(wp_env: WalproposerEnv, pg_bindir: Path, test_d
     oracle = env.oracle(sk=env.safekeepers[1])
     oracle.replay_and_promote(target)
     assert (oracle.pg.safe_psql(ACCOUNTS_QUERY), oracle.pg.safe_psql(HISTORY_QUERY)) == expected
+    compute.stop()
+
+
+def test_walproposer_wal_switch(wp_env: WalproposerEnv):
+    """Commits go on after a WAL segment switch (pg_switch_wal; pg_basebackup and
+    archive_timeout switch too): the rest of the segment after the switch record reaches the
+    safekeepers and the commit LSN moves into the next segment."""
+    env = wp_env
+    compute = env.bootstrap_compute(take_basebackup=False)
+    pg = compute.pg
+    pg.safe_psql("CREATE TABLE t (id int)")
+    for i in range(3):
+        pg.safe_psql("SELECT pg_switch_wal()")
+        query = BackgroundQuery(pg, f"INSERT INTO t VALUES ({i})")
+        try:
+            query.wait(30)
+        finally:
+            query.close()
+    target = compute.flush_lsn()
+    assert target - env.start_lsn > 3 * WAL_SEG_SIZE
+    env.wait_all_caught_up(target)
+    env.assert_wal_identical()
     compute.stop()
 
 
@@ -464,7 +486,7 @@ def test_walproposer_two_computes(wp_env: WalproposerEnv):
     a.sidecar.allowed_errors.append(TAKEN_OVER)
     a.pg.safe_psql("CREATE TABLE rows (id bigint PRIMARY KEY, who text NOT NULL)")
 
-    acked_a: list[tuple[int, float]] = []
+    acked_a: list[int] = []
     stop = threading.Event()
 
     def writer() -> None:
@@ -475,7 +497,7 @@ def test_walproposer_two_computes(wp_env: WalproposerEnv):
                     if stop.is_set():
                         break
                     cur.execute("INSERT INTO rows VALUES (%s, 'a')", (i,))
-                    acked_a.append((i, time.monotonic()))
+                    acked_a.append(i)
         except Exception:
             pass  # the compute is stopped at the end while a COMMIT waits
 
@@ -488,8 +510,7 @@ def test_walproposer_two_computes(wp_env: WalproposerEnv):
     code = a.sidecar.wait_exit(timeout=60)
     assert code != 0
     assert re.search(TAKEN_OVER, a.sidecar.log_since_start()), a.sidecar.log_tail()
-    deposed_at = time.monotonic()
-    time.sleep(1.0)
+    time.sleep(1.0)  # a COMMIT released just before the exit reaches the client
     acked_before = len(acked_a)
     print(f"A's sidecar exited with {code}; {acked_before} commits acknowledged on A")
 
@@ -506,12 +527,10 @@ def test_walproposer_two_computes(wp_env: WalproposerEnv):
     finally:
         probe.close()
     assert len(acked_a) == acked_before
-    late = [i for i, t in acked_a if t > deposed_at]
-    assert not late, late
 
     # B has every row whose COMMIT returned on A (all before the takeover).
     ids_a = {r[0] for r in b.pg.safe_psql("SELECT id FROM rows WHERE who = 'a'")}
-    missing = [i for i, _ in acked_a if i not in ids_a]
+    missing = [i for i in acked_a if i not in ids_a]
     assert not missing, missing[:10]
 
     # One history on the safekeepers: identical bytes, and a standby has B's rows.
