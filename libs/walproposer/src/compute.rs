@@ -243,9 +243,24 @@ impl Compute {
         })
     }
 
-    /// Creates the physical slot (reserving WAL at once) unless it exists.
+    /// Creates the physical slot (reserving WAL at once) unless it exists. Asks first with
+    /// `READ_REPLICATION_SLOT`, so an existing slot does not put an ERROR in the server log.
     pub async fn ensure_slot(&mut self, slot: &str) -> Result<bool, ComputeError> {
         check_slot_name(slot)?;
+        let existing = self
+            .conn
+            .simple_query(&format!("READ_REPLICATION_SLOT {slot}"))
+            .await
+            .map_err(proto(format!("READ_REPLICATION_SLOT {slot}")))?;
+        match existing.rows.first().and_then(|r| r.first()) {
+            Some(Some(kind)) if kind == "physical" => return Ok(false),
+            Some(Some(kind)) => {
+                return Err(ComputeError::Unexpected(format!(
+                    "replication slot {slot} exists but is {kind}, not physical"
+                )));
+            }
+            _ => {}
+        }
         match self
             .conn
             .simple_query(&format!(

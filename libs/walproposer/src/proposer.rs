@@ -132,6 +132,12 @@ pub struct ProposerConfig {
     /// Most WAL per AppendRequest (at most [`MAX_WAL_PAYLOAD`]).
     pub max_append_bytes: usize,
     /// Most WAL sent to one safekeeper beyond what it has acknowledged as flushed.
+    ///
+    /// A safekeeper acknowledges flushes only at record boundaries, so a record longer than
+    /// the window (or a segment switch, whose padding runs to the end of the 16 MiB segment)
+    /// would stall forever behind a fixed window: a stream whose acknowledgements have not
+    /// moved for a heartbeat interval while its window is full gets its window doubled (up
+    /// to [`ProposerConfig::max_buffer_bytes`]), and back to this once it catches up.
     pub max_inflight_bytes: u64,
     /// Most WAL held in memory for acceptors that lag. Beyond it, committed WAL (on a
     /// quorum) is dropped even if some acceptor still lacks it; that acceptor then
@@ -157,7 +163,8 @@ impl ProposerConfig {
             bootstrap_lsn,
             timeouts: Timeouts::default(),
             max_append_bytes: MAX_WAL_PAYLOAD,
-            max_inflight_bytes: 16 * MAX_WAL_PAYLOAD as u64,
+            // Two segments: a segment switch's padding never waits for the stall rule.
+            max_inflight_bytes: 32 * 1024 * 1024,
             max_buffer_bytes: 128 * 1024 * 1024,
             unsafe_rules: UnsafeRules::default(),
         }
@@ -373,6 +380,10 @@ pub enum ProposerState {
 /// Streaming state of one active connection.
 #[derive(Debug, Clone)]
 struct Stream {
+    /// The current in-flight window (see [`ProposerConfig::max_inflight_bytes`]).
+    window: u64,
+    /// When `flush` last moved (or streaming began).
+    flush_moved_at: Instant,
     /// The next byte to send.
     next: Lsn,
     /// The flush LSN this connection last reported (or its start point).
@@ -771,6 +782,8 @@ impl Proposer {
             term_history: leader.history.clone(),
         };
         self.sks[i].phase = Phase::Active(Stream {
+            window: self.config.max_inflight_bytes,
+            flush_moved_at: self.now,
             next: start,
             flush: start,
             last_sent: self.now,
@@ -810,7 +823,13 @@ impl Proposer {
                 ),
             );
         }
-        stream.flush = stream.flush.max(r.flush_lsn);
+        if r.flush_lsn > stream.flush {
+            stream.flush = r.flush_lsn;
+            stream.flush_moved_at = self.now;
+            if stream.next.0.saturating_sub(stream.flush.0) < self.config.max_inflight_bytes {
+                stream.window = self.config.max_inflight_bytes;
+            }
+        }
         let acked = &mut self.sks[i].acked_flush;
         *acked = Some(acked.map_or(r.flush_lsn, |a| a.max(r.flush_lsn)));
         self.update_commit();
@@ -874,9 +893,7 @@ impl Proposer {
                 continue;
             };
             let mut sent = false;
-            while s.next < leader.wal.end()
-                && s.next.0.saturating_sub(s.flush.0) < self.config.max_inflight_bytes
-            {
+            while s.next < leader.wal.end() && s.next.0.saturating_sub(s.flush.0) < s.window {
                 let Some(chunk) = leader.wal.get(s.next, self.config.max_append_bytes) else {
                     break; // below the buffer: waits for the donor's WAL
                 };
@@ -1039,6 +1056,18 @@ impl Proposer {
                     self.drop_connection(i, format!("no answer for {silent:?}"));
                 }
                 _ => {}
+            }
+        }
+        for sk in &mut self.sks {
+            if let Phase::Active(s) = &mut sk.phase
+                && s.next.0.saturating_sub(s.flush.0) >= s.window
+                && s.window < self.config.max_buffer_bytes
+                && self.now.saturating_duration_since(s.flush_moved_at) >= t.heartbeat_interval
+            {
+                // Acknowledgements wait for the end of a long record: let more through.
+                s.window = (s.window * 2).min(self.config.max_buffer_bytes);
+                s.flush_moved_at = self.now;
+                info!(ttid = %self.config.ttid, window = s.window, flush = %s.flush, "in-flight window full without acknowledgements: widened");
             }
         }
         if let Some(leader) = &self.leader {

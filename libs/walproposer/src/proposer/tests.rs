@@ -697,3 +697,36 @@ fn over_the_buffer_limit_committed_wal_is_dropped_and_recovered_from_a_safekeepe
         "what sk2 has not been sent yet stays"
     );
 }
+
+#[test]
+fn a_window_stuck_inside_a_long_record_is_widened() {
+    // The acceptors acknowledge only at record boundaries: a record longer than the
+    // window (or a segment switch's padding) must not stall the stream forever.
+    let mut h = Harness::new(3);
+    h.elect_fresh(3, &[0, 1]);
+    h.actions();
+    h.p.wal_available(Lsn(BOOT.0 + 3000), &[1u8; 3000]).unwrap();
+    let sent_to0 = |h: &mut Harness| {
+        appends(&h.sent(), 0)
+            .iter()
+            .map(|a| a.wal_data.len())
+            .sum::<usize>()
+    };
+    assert_eq!(sent_to0(&mut h), 1000, "the window");
+    // Acknowledgements that do not move (the record is not complete yet).
+    h.ack(0, 1, BOOT.0);
+    h.advance(Duration::from_millis(999));
+    assert_eq!(sent_to0(&mut h), 0);
+    h.advance(Duration::from_millis(1));
+    assert_eq!(
+        sent_to0(&mut h),
+        1000,
+        "widened to 2000 after a heartbeat interval"
+    );
+    h.advance(Duration::from_secs(1));
+    assert_eq!(sent_to0(&mut h), 1000, "and to 4000");
+    // Caught up: back to the configured window for what follows.
+    h.ack(0, 1, BOOT.0 + 3000);
+    h.p.wal_available(Lsn(BOOT.0 + 6000), &[1u8; 3000]).unwrap();
+    assert_eq!(sent_to0(&mut h), 1000);
+}
