@@ -9,7 +9,9 @@
 //! majority of safekeepers has it.
 
 use pq_proto::client::{BackendReader, ClientConnection, FrontendWriter};
+use pq_proto::replication::{ReplicationFeedback, StandbyStatusUpdate};
 use pq_proto::{ProtocolError, StartupParams};
+use safekeeper_api::pg_time::now_pg_timestamp;
 use tokio::io::{AsyncRead, AsyncWrite};
 use utils::Lsn;
 
@@ -312,6 +314,25 @@ fn check_slot_name(slot: &str) -> Result<(), ComputeError> {
         )));
     }
     Ok(())
+}
+
+/// Queues a standby status update (`'r'`): written up to `write`, flushed and applied up to
+/// `flush`; the caller flushes the writer.
+pub fn write_standby_status<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut FrontendWriter<W>,
+    write: Lsn,
+    flush: Lsn,
+) {
+    let mut buf = bytes::BytesMut::new();
+    ReplicationFeedback::StandbyStatus(StandbyStatusUpdate {
+        write_lsn: write,
+        flush_lsn: flush,
+        apply_lsn: flush,
+        reply_time: now_pg_timestamp(),
+        reply_requested: false,
+    })
+    .encode(&mut buf);
+    w.write_copy_data(&buf);
 }
 
 /// `16MB` → 16777216 (Postgres's memory units as `SHOW` prints them).

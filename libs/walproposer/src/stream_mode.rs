@@ -21,16 +21,14 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use pq_proto::replication::{ReplicationFeedback, ReplicationMessage, StandbyStatusUpdate};
+use pq_proto::replication::ReplicationMessage;
 use safekeeper_api::ServerInfo;
-use safekeeper_api::pg_time::now_pg_timestamp;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use utils::Lsn;
 use utils::crashsafe::Sync;
 
-use crate::compute::{Compute, Conninfo, PgWriter};
+use crate::compute::{Compute, Conninfo, PgWriter, write_standby_status};
 use crate::driver::{Driver, Notice, SafekeepersConf};
 use crate::metrics;
 use crate::mode::ModeError;
@@ -230,16 +228,7 @@ pub fn check_no_fork(election: &Election, start_lsn: Lsn, won: &WonTerms) -> Res
 }
 
 async fn send_status(w: &mut PgWriter, received: Lsn, commit: Lsn) -> Result<(), ModeError> {
-    let mut buf = BytesMut::new();
-    ReplicationFeedback::StandbyStatus(StandbyStatusUpdate {
-        write_lsn: received,
-        flush_lsn: commit,
-        apply_lsn: commit,
-        reply_time: now_pg_timestamp(),
-        reply_requested: false,
-    })
-    .encode(&mut buf);
-    w.write_copy_data(&buf);
+    write_standby_status(w, received, commit);
     w.flush()
         .await
         .map_err(|e| ModeError::PostgresGone(format!("sending a status update: {e}")))

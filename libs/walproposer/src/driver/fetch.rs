@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use pq_proto::replication::{ReplicationFeedback, ReplicationMessage, StandbyStatusUpdate};
-use safekeeper_api::pg_time::now_pg_timestamp;
+use pq_proto::replication::ReplicationMessage;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use utils::Lsn;
@@ -19,6 +18,7 @@ use utils::Lsn;
 use super::connection::open;
 use super::{Event, SafekeepersConf};
 use crate::FetchRequest;
+use crate::compute::write_standby_status;
 
 /// A fetch that sends nothing for this long is abandoned (and retried by the proposer).
 const FETCH_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -100,16 +100,7 @@ async fn read(req: &FetchRequest, conf: &SafekeepersConf) -> Result<bytes::Bytes
             }
             ReplicationMessage::Keepalive(k) => {
                 if k.reply_requested {
-                    let mut buf = BytesMut::new();
-                    ReplicationFeedback::StandbyStatus(StandbyStatusUpdate {
-                        write_lsn: next,
-                        flush_lsn: next,
-                        apply_lsn: next,
-                        reply_time: now_pg_timestamp(),
-                        reply_requested: false,
-                    })
-                    .encode(&mut buf);
-                    writer.write_copy_data(&buf);
+                    write_standby_status(&mut writer, next, next);
                     writer
                         .flush()
                         .await
