@@ -512,8 +512,12 @@ def test_walproposer_two_computes(wp_env: WalproposerEnv):
 
     b = env.compute_at_end("compute_b", end)
     assert b.insert_lsn() >= end
-    for i in range(1, 101):
-        b.pg.safe_psql(f"INSERT INTO rows VALUES ({1_000_000 + i}, 'b')")
+    inserts = [f"INSERT INTO rows VALUES ({1_000_000 + i}, 'b')" for i in range(1, 101)]
+    commits_b = BackgroundQuery(b.pg, *inserts)
+    try:
+        commits_b.wait(60)  # 100 commits, each acknowledged by B's sidecar
+    finally:
+        commits_b.close()
     assert b.pg.safe_psql("SELECT count(*) FROM rows WHERE who = 'b'") == [(100,)]
 
     # A: nothing acknowledged since the takeover, and a new COMMIT waits.
