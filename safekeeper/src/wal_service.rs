@@ -406,6 +406,15 @@ fn show_value(ctx: &ConnCtx, param: &str) -> Option<String> {
                 .map_or(16 * 1024 * 1024, |tl| tl.snapshot().wal_seg_size);
             Some(format!("{}MB", seg / (1024 * 1024)))
         }
+        // The connection's timeline as a walproposer sees it before campaigning, without
+        // bumping any term: `{"term":N,"last_log_term":N,"flush_lsn":"X/Y"}`.
+        "strata_timeline_position" => ctx.ttid.and_then(|t| ctx.timelines.get(&t).ok()).map(|tl| {
+            let s = tl.snapshot();
+            format!(
+                "{{\"term\":{},\"last_log_term\":{},\"flush_lsn\":\"{}\"}}",
+                s.term, s.last_log_term, s.flush_lsn
+            )
+        }),
         "server_version" => Some("15.0".into()),
         "server_version_num" => Some("150000".into()),
         "integer_datetimes" | "standard_conforming_strings" => Some("on".into()),

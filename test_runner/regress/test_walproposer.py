@@ -542,9 +542,21 @@ def test_walproposer_two_computes(wp_env: WalproposerEnv):
     assert oracle.pg.safe_psql("SELECT count(*) FROM rows WHERE who = 'b'") == [(100,)]
     assert oracle.pg.safe_psql("SELECT count(*) FROM rows WHERE who = 'a'") == [(len(ids_a),)]
 
-    # A's sidecar again, from its old start: it would fork history and refuses.
+    # A's sidecar again, from its old start, while B runs: it would fork history, so it
+    # refuses *before campaigning*: B keeps its term and goes on committing.
+    terms = [env.status(sk)["term"] for sk in env.safekeepers]
+    stale = a.new_sidecar(env.start_lsn)
+    stale.allowed_errors.append(r"refusing to propose")
+    stale.start(wait=False)
+    assert stale.wait_exit(timeout=90) == 1
+    log = stale.log_since_start()
+    assert "refusing to propose" in log, stale.log_tail()
+    assert "proposer: campaigning" not in log, stale.log_tail()
+    assert [env.status(sk)["term"] for sk in env.safekeepers] == terms
+    b.pg.safe_psql("INSERT INTO rows VALUES (-2, 'b')")
     b.stop()
     flushes = [env.flush_lsn(sk) for sk in env.safekeepers]
+    # And with B stopped, the same: nothing is written.
     stale = a.new_sidecar(env.start_lsn)
     stale.allowed_errors.append(r"refusing to propose")
     stale.start(wait=False)

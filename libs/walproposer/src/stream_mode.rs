@@ -29,7 +29,7 @@ use utils::Lsn;
 use utils::crashsafe::Sync;
 
 use crate::compute::{Compute, Conninfo, PgWriter, write_standby_status};
-use crate::driver::{Driver, Notice, SafekeepersConf};
+use crate::driver::{Driver, LogPosition, Notice, SafekeepersConf, read_positions};
 use crate::metrics;
 use crate::mode::ModeError;
 use crate::won_terms::WonTerms;
@@ -85,6 +85,7 @@ pub async fn run(
         info!(slot = %conf.slot, "created the replication slot");
     }
     let mut won = WonTerms::load(&conf.state_dir, sks.ttid, conf.sync)?;
+    precheck_no_fork(&read_positions(&sks).await, conf.start_lsn, &won)?;
     let server = ServerInfo {
         pg_version: info.pg_version,
         system_id: info.system_id,
@@ -212,6 +213,36 @@ async fn connect_compute(
     }
 }
 
+/// The no-fork rule applied *before* campaigning, to what a quorum of safekeepers reports
+/// without voting: a stale compute must not bump the term (that alone would depose the
+/// healthy compute on its next append) only to find out afterwards that it may not write.
+/// The most advanced position among a quorum of answers is what the election would pick at
+/// least; if fewer than a quorum answer, the election decides (and [`check_no_fork`] still
+/// guards it).
+pub fn precheck_no_fork(
+    positions: &[Option<LogPosition>],
+    start_lsn: Lsn,
+    won: &WonTerms,
+) -> Result<(), ModeError> {
+    let answers: Vec<LogPosition> = positions.iter().flatten().copied().collect();
+    if answers.len() < crate::rules::quorum(positions.len()) {
+        return Ok(());
+    }
+    let Some(&(term, flush)) = answers.iter().max() else {
+        return Ok(());
+    };
+    if flush == start_lsn || won.contains(term) {
+        return Ok(());
+    }
+    info!(last_log_term = term, %flush, %start_lsn, "the safekeepers' log continues someone else's: not campaigning");
+    Err(ModeError::WouldFork {
+        term_start: flush,
+        donor_term: term,
+        start_lsn,
+        won: won.terms().to_vec(),
+    })
+}
+
 /// The no-fork rule (see the module docs).
 pub fn check_no_fork(election: &Election, start_lsn: Lsn, won: &WonTerms) -> Result<(), ModeError> {
     let donor_term = election.history.0.iter().rev().nth(1).map(|t| t.term);
@@ -273,5 +304,14 @@ mod tests {
         check_no_fork(&election(&[(1, 100), (3, 500), (4, 900)]), Lsn(100), &won).unwrap();
         // A brand-new timeline (no donor history) elsewhere than our start: refused.
         assert!(check_no_fork(&election(&[(1, 100)]), Lsn(50), &won).is_err());
+
+        // Before campaigning: the most advanced of a quorum of answers decides.
+        let p = |t: u64, l: u64| Some((t, Lsn(l)));
+        precheck_no_fork(&[p(4, 900), p(4, 900), None], Lsn(900), &won).unwrap();
+        precheck_no_fork(&[p(3, 950), p(2, 700), None], Lsn(100), &won).unwrap(); // our term 3
+        let e = precheck_no_fork(&[p(5, 990), p(3, 950), p(2, 700)], Lsn(100), &won).unwrap_err();
+        assert!(e.to_string().contains("refusing to propose"), "{e}");
+        // Too few answers to know: left to the election.
+        precheck_no_fork(&[p(5, 990), None, None], Lsn(100), &won).unwrap();
     }
 }

@@ -136,6 +136,47 @@ struct SkStatus {
     reported_commit: Option<Lsn>,
 }
 
+/// Where a safekeeper's log ends, as `SHOW strata_timeline_position` reports it without
+/// any vote: `(last_log_term, flush_lsn)`.
+pub type LogPosition = (safekeeper_api::term::Term, Lsn);
+
+/// Asks every safekeeper for its [`LogPosition`] (in parallel, each within the connect
+/// timeout); `None` for those that do not answer or do not have the timeline.
+pub async fn read_positions(conf: &SafekeepersConf) -> Vec<Option<LogPosition>> {
+    let conf = Arc::new(conf.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, addr) in conf.addrs.iter().enumerate() {
+        let (conf, addr) = (Arc::clone(&conf), addr.clone());
+        tasks.spawn(async move {
+            let read = async {
+                let mut c = connection::open(&conf, &addr, "walproposer-precheck")
+                    .await
+                    .ok()?;
+                let r = c.simple_query("SHOW strata_timeline_position").await.ok()?;
+                let text = r.rows.first()?.first()?.clone()?;
+                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                let term = v.get("last_log_term")?.as_u64()?;
+                let flush: Lsn = v.get("flush_lsn")?.as_str()?.parse().ok()?;
+                Some((term, flush))
+            };
+            (
+                i,
+                tokio::time::timeout(conf.connect_timeout, read)
+                    .await
+                    .ok()
+                    .flatten(),
+            )
+        });
+    }
+    let mut out = vec![None; conf.addrs.len()];
+    while let Some(r) = tasks.join_next().await {
+        if let Ok((i, pos)) = r {
+            out[i] = pos;
+        }
+    }
+    out
+}
+
 /// The proposer with its connections. See the module docs.
 pub struct Driver {
     proposer: Proposer,
