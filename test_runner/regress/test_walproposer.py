@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import random
 import re
@@ -186,6 +187,41 @@ def test_walproposer_wal_switch(wp_env: WalproposerEnv):
     assert target - env.start_lsn > 3 * WAL_SEG_SIZE
     env.wait_all_caught_up(target)
     env.assert_wal_identical()
+    compute.stop()
+
+
+def test_walproposer_sidecar_kill9_restart(wp_env: WalproposerEnv):
+    """kill -9 the sidecar while commits flow (commits then wait) and start it again from the
+    same state directory: the term it won is in its crash-safe state file, so it continues
+    its own compute's WAL (the no-fork rule lets it), the waiting commit returns, and nothing
+    acknowledged is lost (the promoted standby oracle has every row)."""
+    env = wp_env
+    compute = env.bootstrap_compute()
+    pg = compute.pg
+    pg.safe_psql("CREATE TABLE t (id int)")
+    for round_ in range(3):
+        pg.safe_psql(
+            f"INSERT INTO t SELECT g FROM generate_series({round_ * 1000}, {round_ * 1000 + 999}) g"
+        )
+        compute.sidecar.kill()
+        waiting = BackgroundQuery(pg, f"INSERT INTO t VALUES ({-1 - round_})")
+        try:
+            waiting.wait_for_quorum_wait()
+            compute.start_sidecar(compute.start_lsn)
+            waiting.wait(30)
+        finally:
+            waiting.close()
+        log = compute.sidecar.log_since_start()
+        assert "refusing to propose" not in log, compute.sidecar.log_tail()
+    terms = json.loads((compute.state_dir / "walproposer.terms").read_text())["won_terms"]
+    assert len(terms) == 4, terms  # the first start and three restarts
+    expected = pg.safe_psql("SELECT count(*), sum(id) FROM t")
+    target = compute.flush_lsn()
+    env.wait_all_caught_up(target)
+    env.assert_wal_identical()
+    oracle = env.oracle()
+    oracle.replay_and_promote(target)
+    assert oracle.pg.safe_psql("SELECT count(*), sum(id) FROM t") == expected
     compute.stop()
 
 
