@@ -646,6 +646,22 @@ def test_walproposer_unknown_timeline(wp_env: WalproposerEnv):
         assert sk.http.timeline_list() == {"timelines": [], "broken": []}
 
 
+def test_walproposer_sync_creates_timeline_when_allowed(wp_env: WalproposerEnv):
+    """With --create-timeline the greeting creates the timeline; on a timeline with no WAL
+    anywhere, sync starts the first term at --start-lsn (and refuses without one)."""
+    env = wp_env
+    result = env.run_sync("--create-timeline", "--election-timeout", "10", timeout=60)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "--start-lsn" in result.stderr, result.stderr
+    assert env.sync("--create-timeline", "--start-lsn", "0/3000000") == 0x3000000
+    for sk in env.safekeepers:
+        status = env.status(sk)
+        assert lsn_to_int(status["flush_lsn"]) == 0x3000000, status
+        assert lsn_to_int(status["commit_lsn"]) == 0x3000000, status
+    # Again, without creation: the timeline exists now, and nothing moved.
+    assert env.sync() == 0x3000000
+
+
 @pytest.mark.allowed_errors(
     r"connection ended with error: authentication failed: invalid token",
     r"connection ended with error: connection closed in the middle of authentication",

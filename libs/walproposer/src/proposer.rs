@@ -125,7 +125,9 @@ pub struct ProposerConfig {
     /// The compute's server facts (PostgreSQL version, system id, segment size).
     pub server: ServerInfo,
     /// Where the first term starts when no safekeeper has any WAL: the compute's initial
-    /// WAL position (a record or page boundary).
+    /// WAL position (a record or page boundary). [`Lsn::INVALID`] = never start a timeline:
+    /// an election among voters without WAL then stops with [`ProposerError::NoWal`] before
+    /// anything is sent (`walproposer sync` without `--start-lsn`).
     pub bootstrap_lsn: Lsn,
     /// Timers.
     pub timeouts: Timeouts,
@@ -190,9 +192,6 @@ impl ProposerConfig {
                 append: self.max_append_bytes,
             });
         }
-        if !self.bootstrap_lsn.is_valid() {
-            return Err(ConfigError::BootstrapLsn);
-        }
         if self.max_buffer_bytes < self.max_inflight_bytes {
             return Err(ConfigError::BufferSize {
                 buffer: self.max_buffer_bytes,
@@ -220,9 +219,6 @@ pub enum ConfigError {
         /// The append size.
         append: usize,
     },
-    /// A bootstrap LSN of 0.
-    #[error("bootstrap_lsn must be a valid WAL position")]
-    BootstrapLsn,
     /// A WAL buffer smaller than the in-flight window.
     #[error("max_buffer_bytes {buffer} is smaller than max_inflight_bytes {window}")]
     BufferSize {
@@ -252,6 +248,12 @@ pub enum ProposerError {
         /// The message that showed it.
         msg: &'static str,
     },
+    /// A quorum voted, none of them has any WAL, and no bootstrap LSN was given: there is
+    /// nothing to continue and nowhere to start.
+    #[error(
+        "no safekeeper of the quorum has any WAL for this timeline, and no start LSN was given"
+    )]
+    NoWal,
     /// A vote for our term was refused before we were elected: another proposer campaigns
     /// in the same term, and at most one of us may win it.
     #[error(
@@ -734,6 +736,9 @@ impl Proposer {
         let Some((donor, dv)) = chosen else {
             return;
         };
+        if !dv.flush_lsn.is_valid() && !self.config.bootstrap_lsn.is_valid() {
+            return self.fatal(ProposerError::NoWal);
+        }
         let (history, term_start) =
             rules::elected_history(dv, self.term, self.config.bootstrap_lsn);
         let truncate_lsn = self

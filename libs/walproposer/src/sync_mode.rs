@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use utils::Lsn;
 
-use crate::ProposerConfig;
-use crate::driver::{Driver, SafekeepersConf};
+use crate::driver::{Driver, DriverError, SafekeepersConf};
 use crate::mode::ModeError;
+use crate::{ProposerConfig, ProposerError};
 
 /// Parameters of a sync run.
 #[derive(Debug, Clone)]
@@ -42,8 +42,8 @@ pub async fn run(
 ) -> Result<Lsn, ModeError> {
     let started = Instant::now();
     let n = sks.addrs.len();
-    // A placeholder bootstrap is fine: if it is ever used, we refuse below.
-    let bootstrap = conf.bootstrap_lsn.unwrap_or(Lsn(1));
+    // Without --start-lsn, a quorum without WAL stops the proposer before it proposes.
+    let bootstrap = conf.bootstrap_lsn.unwrap_or(Lsn::INVALID);
     let mut driver = Driver::new(
         sks.clone(),
         ProposerConfig::new(sks.ttid, n, conf.server, bootstrap),
@@ -52,7 +52,10 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Err(ModeError::Cancelled),
-            ev = driver.next_event() => driver.handle(ev)?,
+            ev = driver.next_event() => match driver.handle(ev) {
+                Err(DriverError::Proposer(ProposerError::NoWal)) => return Err(ModeError::NoWal),
+                r => r?,
+            },
         }
         driver.take_notices();
         driver.check_election_deadline(conf.election_timeout)?;
@@ -66,9 +69,6 @@ pub async fn run(
         let Some(election) = driver.election() else {
             continue;
         };
-        if conf.bootstrap_lsn.is_none() && election.history.len() == 1 {
-            return Err(ModeError::NoWal);
-        }
         let target = election.term_start_lsn;
         if driver.proposer().commit_lsn() < target {
             continue;

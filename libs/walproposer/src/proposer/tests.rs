@@ -585,10 +585,6 @@ fn invalid_configurations_are_refused() {
         err(ProposerConfig::new(ttid, 0, server, BOOT)),
         ConfigError::SafekeeperCount(0)
     );
-    assert_eq!(
-        err(ProposerConfig::new(ttid, 3, server, Lsn::INVALID)),
-        ConfigError::BootstrapLsn
-    );
     let mut c = ProposerConfig::new(ttid, 3, server, BOOT);
     c.max_append_bytes = MAX_WAL_PAYLOAD + 1;
     assert_eq!(err(c), ConfigError::AppendSize(MAX_WAL_PAYLOAD + 1));
@@ -729,4 +725,23 @@ fn a_window_stuck_inside_a_long_record_is_widened() {
     h.ack(0, 1, BOOT.0 + 3000);
     h.p.wal_available(Lsn(BOOT.0 + 6000), &[1u8; 3000]).unwrap();
     assert_eq!(sent_to0(&mut h), 1000);
+}
+
+#[test]
+fn without_a_bootstrap_lsn_a_timeline_without_wal_is_not_started() {
+    let mut h = Harness::with_config(3, |c| c.bootstrap_lsn = Lsn::INVALID);
+    h.elect_fresh(3, &[0, 1]);
+    let a = h.actions();
+    assert!(
+        a.iter().all(|a| !matches!(
+            a,
+            Action::Send {
+                msg: ProposerMessage::Elected(_),
+                ..
+            } | Action::Elected(_)
+        )),
+        "nothing may be proposed: {a:?}"
+    );
+    assert!(a.contains(&Action::Fatal(ProposerError::NoWal)), "{a:?}");
+    assert_eq!(h.p.state(), ProposerState::Stopped);
 }
