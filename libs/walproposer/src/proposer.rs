@@ -83,12 +83,6 @@ pub struct Timeouts {
     pub reconnect_max: Duration,
     /// Delay before retrying a failed fetch of the donor's WAL.
     pub fetch_retry: Duration,
-    /// When only the commit LSN moved, how long it may wait to ride on the next append
-    /// before an empty append carries it. The commit LSN on the safekeepers matters to
-    /// their readers (pageservers, standbys), not to the compute's COMMITs, and an empty
-    /// append costs every safekeeper a flush round: sending one per commit doubled their
-    /// work under load.
-    pub commit_propagation: Duration,
 }
 
 impl Default for Timeouts {
@@ -99,7 +93,6 @@ impl Default for Timeouts {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             fetch_retry: Duration::from_millis(500),
-            commit_propagation: Duration::from_millis(20),
         }
     }
 }
@@ -917,11 +910,7 @@ impl Proposer {
                 s.next = end;
                 sent = true;
             }
-            if !sent
-                && s.commit_sent < leader.commit_lsn
-                && self.now.saturating_duration_since(s.last_sent)
-                    >= self.config.timeouts.commit_propagation
-            {
+            if !sent && s.commit_sent < leader.commit_lsn {
                 out.push((
                     i,
                     heartbeat(self.mconf.generation, self.term, leader, s.next),
