@@ -164,8 +164,9 @@ fn main() -> ExitCode {
         eprintln!("walproposer: setting up logging: {e}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread: the sidecar mostly moves small messages between sockets, and a
+    // multi-threaded runtime pays cross-thread wake-ups for every one of them.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
