@@ -45,7 +45,6 @@ import os
 import re
 import resource
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -63,8 +62,10 @@ from fixtures.compute import (
     make_postgres,
 )
 from fixtures.paths import REPO_ROOT, StrataBinaries, bin_dir
+from fixtures.pgbench import run_pgbench
 from fixtures.ports import PortAllocator
 from fixtures.postgres import SUPERUSER, VanillaPostgres
+from fixtures.procfs import proc_table
 from fixtures.run_as import RunAs
 from fixtures.safekeeper import (
     WAL_SEG_SIZE,
@@ -132,7 +133,6 @@ DESCRIPTIONS = {
     "c": "compute (fsync off) + walproposer + 3 safekeepers (fsync on)",
 }
 
-PG_ENV_SCRUB = ("PGDATA", "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS")
 
 # What pgbench runs before a TPC-B run unless -n (its "vacuum" step).
 PGBENCH_PREPARE = (
@@ -186,18 +186,7 @@ def tree_cpu_seconds(roots: dict[str, Sequence[int]]) -> dict[str, float]:
     """CPU seconds used so far by each group of process trees: every live process under the
     group's root pids, plus what they have reaped (cutime/cstime): a backend that exited is
     counted in its postmaster."""
-    procs: dict[int, tuple[int, int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ... utime(14) stime(15) cutime(16) cstime(17)"
-        fields = stat[stat.rfind(")") + 2 :].split()
-        procs[int(entry.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]))
+    procs = proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in procs.items():
         children.setdefault(ppid, []).append(pid)
@@ -216,42 +205,6 @@ def children_cpu_seconds() -> float:
     """CPU seconds of our reaped children (pgbench)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def pgbench_argv(pg_bindir: Path, pg: VanillaPostgres, *args: str) -> list[str]:
-    return [
-        str(pg_bindir / "pgbench"),
-        "-h",
-        pg.host,
-        "-p",
-        str(pg.port),
-        "-U",
-        SUPERUSER,
-        *args,
-        "postgres",
-    ]
-
-
-def run_pgbench(
-    pg_bindir: Path, pg: VanillaPostgres, log_path: Path, *args: str, timeout: float
-) -> str:
-    """pgbench over TCP; output in `log_path`, returned. Asserts that it exited 0."""
-    with open(log_path, "w") as log:
-        log.write(f"[strata-test] {time.strftime('%F %T')} pgbench {' '.join(args)}\n")
-        log.flush()
-        result = subprocess.run(
-            pgbench_argv(pg_bindir, pg, *args),
-            cwd=log_path.parent,
-            env={k: v for k, v in os.environ.items() if k not in PG_ENV_SCRUB},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-        )
-    output = log_path.read_text(errors="replace")
-    assert result.returncode == 0, f"pgbench {args} exited {result.returncode}:\n{output[-3000:]}"
-    return output
 
 
 def parse_pgbench(output: str) -> tuple[float, float, int, int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import random
 import re
 import subprocess
@@ -27,14 +26,15 @@ from fixtures.compute import (
     SYNC_WAIT_INTERRUPTED,
     BackgroundQuery,
     WalproposerEnv,
-    child_pids,
     connect,
     make_postgres,
     walproposer_sync,
 )
 from fixtures.paths import StrataBinaries
+from fixtures.pgbench import pgbench_argv, pgbench_env, run_pgbench
 from fixtures.ports import PortAllocator
-from fixtures.postgres import SUPERUSER, VanillaPostgres
+from fixtures.postgres import VanillaPostgres
+from fixtures.procfs import child_pids
 from fixtures.run_as import RunAs
 from fixtures.safekeeper import WAL_SEG_SIZE, SafekeeperFactory, int_to_lsn, lsn_to_int, random_id
 from fixtures.services import ServiceRegistry
@@ -72,48 +72,6 @@ def wp_env(
 
 # --- pgbench ---------------------------------------------------------------------------------
 
-PG_ENV_SCRUB = ("PGDATA", "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS")
-
-
-def pgbench_argv(pg_bindir: Path, pg: VanillaPostgres, *args: str) -> list[str]:
-    return [
-        str(pg_bindir / "pgbench"),
-        "-h",
-        pg.host,
-        "-p",
-        str(pg.port),
-        "-U",
-        SUPERUSER,
-        *args,
-        "postgres",
-    ]
-
-
-def pgbench_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in PG_ENV_SCRUB}
-
-
-def run_pgbench(
-    pg_bindir: Path, pg: VanillaPostgres, test_dir: TestDir, name: str, *args: str, timeout: float
-) -> str:
-    """pgbench over TCP as user postgres; its output goes to `<test dir>/<name>.log` and is
-    returned."""
-    log_path = test_dir.path / f"{name}.log"
-    with open(log_path, "w") as log:
-        result = subprocess.run(
-            pgbench_argv(pg_bindir, pg, *args),
-            cwd=test_dir.path,
-            env=pgbench_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-        )
-    output = log_path.read_text(errors="replace")
-    assert result.returncode == 0, f"pgbench {args} failed:\n{output[-3000:]}"
-    return output
-
 
 def tps_of(output: str) -> float:
     match = re.search(r"tps = ([0-9.]+)", output)
@@ -147,10 +105,12 @@ def test_walproposer_normal_work(wp_env: WalproposerEnv, pg_bindir: Path, test_d
     compute = env.bootstrap_compute()
     pg = compute.pg
     started = time.monotonic()
-    run_pgbench(pg_bindir, pg, test_dir, "pgbench-init", "-i", "-s", "5", "-q", timeout=200)
+    run_pgbench(
+        pg_bindir, pg, test_dir.path / "pgbench-init.log", "-i", "-s", "5", "-q", timeout=200
+    )
     print(f"pgbench -i -s 5: {time.monotonic() - started:.1f}s")
     args = ["-c", "8", "-j", "2", "-T", "60", "-P", "10"]
-    out = run_pgbench(pg_bindir, pg, test_dir, "pgbench-run", *args, timeout=150)
+    out = run_pgbench(pg_bindir, pg, test_dir.path / "pgbench-run.log", *args, timeout=150)
     print(f"pgbench -c 8 -T 60 through the sidecar: {tps_of(out):.0f} tps")
 
     target = compute.flush_lsn()
@@ -233,7 +193,9 @@ def test_walproposer_minority_failure(wp_env: WalproposerEnv, pg_bindir: Path, t
     env.sidecar_allowed_errors += SAFEKEEPER_DOWN
     compute = env.bootstrap_compute(take_basebackup=False)
     pg = compute.pg
-    run_pgbench(pg_bindir, pg, test_dir, "pgbench-init", "-i", "-s", "2", "-q", timeout=120)
+    run_pgbench(
+        pg_bindir, pg, test_dir.path / "pgbench-init.log", "-i", "-s", "2", "-q", timeout=120
+    )
 
     log_dir = test_dir.subdir("pgbench-log")
     log_prefix = log_dir / "tx"
