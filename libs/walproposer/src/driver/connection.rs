@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 use pq_proto::client::ClientConnection;
 use pq_proto::{ProtocolError, StartupParams};
-use safekeeper_api::proto::MAX_APPEND_REQUEST_SIZE;
 use safekeeper_api::{AcceptorMessage, ProposerMessage};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -106,7 +105,7 @@ async fn run(
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), ConnFailure> {
     let addr = &conf.addrs[sk.0];
-    let conn = tokio::time::timeout(conf.connect_timeout, open(conf, addr, "walproposer"))
+    let mut conn = tokio::time::timeout(conf.connect_timeout, open(conf, addr, "walproposer"))
         .await
         .map_err(|_| ConnFailure {
             message: format!(
@@ -115,7 +114,6 @@ async fn run(
             ),
             permanent: false,
         })??;
-    let mut conn = conn;
     let query = format!(
         "START_WAL_PUSH (proto_version '3', allow_timeline_creation '{}')",
         conf.allow_timeline_creation
@@ -126,7 +124,7 @@ async fn run(
     let _ = events.send(Event::Connected { sk, id });
     let (mut reader, mut writer) = conn.into_split();
 
-    let writer_task = tokio::spawn(async move {
+    let mut writer_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let mut next = Some(msg);
             // Encode everything queued, then one flush.
@@ -145,10 +143,9 @@ async fn run(
     });
     let _abort_writer = AbortOnDrop(writer_task.abort_handle());
 
-    let mut writer_task = writer_task;
     loop {
         tokio::select! {
-            data = reader.read_copy_data(MAX_ACCEPTOR_MESSAGE.max(MAX_APPEND_REQUEST_SIZE)) => {
+            data = reader.read_copy_data(MAX_ACCEPTOR_MESSAGE) => {
                 let data = data
                     .map_err(|e| ConnFailure::from_protocol("reading from the safekeeper", &e))?
                     .ok_or_else(|| ConnFailure {

@@ -21,7 +21,9 @@ use utils::{Lsn, TenantTimelineId};
 pub use connection::{ConnFailure, DEFAULT_CONNECT_TIMEOUT};
 
 use crate::metrics;
-use crate::{Action, ConfigError, Election, Proposer, ProposerConfig, ProposerError, SkId};
+use crate::{
+    Action, ConfigError, Election, InputError, Proposer, ProposerConfig, ProposerError, SkId,
+};
 
 /// How often the proposer's clock ticks (timers are in the hundreds of milliseconds).
 const TICK: Duration = Duration::from_millis(50);
@@ -50,6 +52,9 @@ pub enum DriverError {
     /// The proposer stopped (another proposer took over).
     #[error(transparent)]
     Proposer(#[from] ProposerError),
+    /// The compute's WAL did not fit the proposer's (a gap, or WAL before election).
+    #[error("the proposer refused WAL: {0}")]
+    Input(#[from] InputError),
     /// No quorum could be reached in time.
     #[error("no quorum of safekeepers ({quorum} of {total}) within {waited:?}: {details}")]
     NoQuorum {
@@ -322,11 +327,11 @@ impl Driver {
     }
 
     /// The compute's WAL (see [`Proposer::wal_available`]).
+    ///
+    /// WAL the proposer refuses (not contiguous, or not elected) is an error, never dropped:
+    /// a gap in what was proposed could not be told apart later.
     pub fn wal_available(&mut self, up_to: Lsn, bytes: &[u8]) -> Result<(), DriverError> {
-        if let Err(e) = self.proposer.wal_available(up_to, bytes) {
-            // The caller checked contiguity; this is a bug, not bad input.
-            warn!("WAL refused by the proposer: {e}");
-        }
+        self.proposer.wal_available(up_to, bytes)?;
         self.run_actions()
     }
 
