@@ -13,9 +13,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use prometheus::{IntCounterVec, register_int_counter_vec};
+use std::sync::LazyLock as Lazy;
 use utils::Lsn;
 
 use crate::keyspace::Key;

@@ -96,7 +96,21 @@ pub fn record_values(
     start_lsn: Lsn,
     end_lsn: Lsn,
 ) -> Result<Vec<(PageKey, Value)>, IngestError> {
+    let parsed = parse_record(record, PgMajorVersion::V15)?;
     let mut out = Vec::new();
+    record_values_parsed(record, parsed.as_ref(), start_lsn, end_lsn, &mut out)?;
+    Ok(out)
+}
+
+/// [`record_values`] for a record whose rmgr part the caller has parsed already,
+/// appending to `out` (the engine's ingest parses once and reuses the result).
+pub fn record_values_parsed(
+    record: &DecodedWalRecord,
+    parsed: Option<&RmgrRecord>,
+    start_lsn: Lsn,
+    end_lsn: Lsn,
+    out: &mut Vec<(PageKey, Value)>,
+) -> Result<(), IngestError> {
     let is_fpi_record =
         record.rmid() == RM_XLOG_ID && matches!(record.rmgr_info(), XLOG_FPI | XLOG_FPI_FOR_HINT);
     for block in &record.blocks {
@@ -124,7 +138,7 @@ pub fn record_values(
         out.push((PageKey::Rel(tag), value));
     }
 
-    match parse_record(record, PgMajorVersion::V15)? {
+    match parsed {
         Some(RmgrRecord::Xact(XactRecord::Completion(c))) => {
             let status = if c.kind.is_commit() {
                 ClogStatus::Committed
@@ -150,22 +164,23 @@ pub fn record_values(
             }
         }
         Some(RmgrRecord::Clog(ClogRecord::ZeroPage { pageno })) => {
-            out.push((PageKey::Slru(SlruKind::Clog, pageno as u32), zero_page()));
+            out.push((PageKey::Slru(SlruKind::Clog, *pageno as u32), zero_page()));
         }
         Some(RmgrRecord::MultiXact(m)) => match m {
             MultiXactRecord::ZeroOffPage { pageno } => {
                 out.push((
-                    PageKey::Slru(SlruKind::MultiXactOffsets, pageno as u32),
+                    PageKey::Slru(SlruKind::MultiXactOffsets, *pageno as u32),
                     zero_page(),
                 ));
             }
             MultiXactRecord::ZeroMemPage { pageno } => {
                 out.push((
-                    PageKey::Slru(SlruKind::MultiXactMembers, pageno as u32),
+                    PageKey::Slru(SlruKind::MultiXactMembers, *pageno as u32),
                     zero_page(),
                 ));
             }
             MultiXactRecord::CreateId { mid, moff, members } => {
+                let (mid, moff) = (*mid, *moff);
                 // PostgreSQL also records where the next multixact's members start
                 // (multixact ids wrap around to FirstMultiXactId = 1).
                 let next_mid = match mid.wrapping_add(1) {
@@ -239,7 +254,7 @@ pub fn record_values(
         }
         _ => {}
     }
-    Ok(out)
+    Ok(())
 }
 
 fn zero_page() -> Value {

@@ -1,0 +1,331 @@
+//! `pageserver.toml`, `identity.toml` and tenant configuration (`docs/pageserver.md`).
+//!
+//! Unknown keys and wrong types are errors that name the key and the file: a typo in a
+//! config must never be silently ignored. A tenant's overrides live in
+//! `tenants/<t>/config.toml` (written crash-safely) on top of `[tenant_config]`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use utils::NodeId;
+
+/// The configuration file's name in the workdir.
+pub const CONFIG_FILE: &str = "pageserver.toml";
+/// The node identity file's name in the workdir.
+pub const IDENTITY_FILE: &str = "identity.toml";
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not parse or names an unknown key or a wrong type.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key).
+        message: String,
+    },
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        message: one_line(&e),
+    })
+}
+
+/// A toml error as one line: the message, and the key path when the parser knows it.
+fn one_line(e: &toml::de::Error) -> String {
+    e.message().replace('\n', " ").trim().to_string()
+}
+
+/// Per-tenant settings (defaults in `[tenant_config]`, overrides per tenant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantConfig {
+    /// Freeze the open layer when it holds this many bytes of WAL.
+    #[schema(minimum = 1)]
+    pub checkpoint_distance: u64,
+    /// Freeze the open layer when it is this old.
+    #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "10m")]
+    pub checkpoint_timeout: Duration,
+    /// History kept below the last record for GC (a later issue uses it).
+    pub gc_horizon: u64,
+    /// Point-in-time-recovery window (a later issue uses it).
+    #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "7d")]
+    pub pitr_interval: Duration,
+    /// How often GC runs (a later issue).
+    #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "1h")]
+    pub gc_period: Duration,
+    /// How often compaction runs (a later issue).
+    #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "20s")]
+    pub compaction_period: Duration,
+    /// L0 layers that trigger compaction (a later issue).
+    pub compaction_threshold: u32,
+    /// Target size of compacted layers (a later issue).
+    pub compaction_target_size: u64,
+    /// Deltas above an image that trigger a new image layer (a later issue).
+    pub image_creation_threshold: u32,
+    /// Switch safekeepers when the current one sends nothing for this long.
+    #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "10s")]
+    pub walreceiver_connect_timeout: Duration,
+    /// Switch safekeepers when another is ahead by more than this many bytes.
+    pub max_lsn_wal_lag: u64,
+    /// Safekeepers (libpq `host:port`) to stream from when no broker is configured.
+    pub safekeepers: Vec<String>,
+}
+
+impl Default for TenantConfig {
+    fn default() -> Self {
+        TenantConfig {
+            checkpoint_distance: 256 * 1024 * 1024,
+            checkpoint_timeout: Duration::from_secs(600),
+            gc_horizon: 64 * 1024 * 1024,
+            pitr_interval: Duration::from_secs(7 * 24 * 3600),
+            gc_period: Duration::from_secs(3600),
+            compaction_period: Duration::from_secs(20),
+            compaction_threshold: 10,
+            compaction_target_size: 128 * 1024 * 1024,
+            image_creation_threshold: 3,
+            walreceiver_connect_timeout: Duration::from_secs(10),
+            max_lsn_wal_lag: 1024 * 1024 * 1024,
+            safekeepers: Vec::new(),
+        }
+    }
+}
+
+impl TenantConfig {
+    /// Checks values the types allow but the engine does not.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.checkpoint_distance == 0 {
+            return Err("checkpoint_distance must be positive".into());
+        }
+        if self.checkpoint_timeout.is_zero() {
+            return Err("checkpoint_timeout must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Parses a tenant's `config.toml`.
+    pub fn load(path: &Path) -> Result<TenantConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let c: TenantConfig = parse_toml(path, &text)?;
+        c.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(c)
+    }
+
+    /// The TOML form.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// `pageserver.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PageserverConfig {
+    /// libpq page service.
+    pub listen_pg_addr: String,
+    /// HTTP management API.
+    pub listen_http_addr: String,
+    /// NATS broker (`nats://host:port`); without it, tenants' static `safekeepers` are used.
+    pub broker_endpoint: Option<String>,
+    /// PostgreSQL 15's installation (`bin/initdb`, `bin/postgres`).
+    pub pg_distrib_dir: PathBuf,
+    /// The unprivileged user that runs initdb and redo when the pageserver is root.
+    pub pg_user: String,
+    /// The superuser `initdb` creates in a bootstrapped cluster.
+    pub superuser: String,
+    /// Ed25519 public key(s) for JWTs on the HTTP API; without it, no HTTP auth.
+    pub http_auth_public_key_path: Option<PathBuf>,
+    /// Ed25519 public key(s) for JWTs on the page service; without it, no libpq auth.
+    pub pg_auth_public_key_path: Option<PathBuf>,
+    /// A file holding the JWT sent to safekeepers.
+    pub safekeeper_auth_token_path: Option<PathBuf>,
+    /// Entries (8 KiB each) in the page cache.
+    pub page_cache_size: usize,
+    /// How long a read above the last ingested LSN waits.
+    #[serde(with = "humantime_serde")]
+    pub wait_lsn_timeout: Duration,
+    /// Redo processes in the pool.
+    pub walredo_processes: usize,
+    /// Skip fsyncs (tests only: survives kill -9, not power loss).
+    pub no_sync: bool,
+    /// Defaults for every tenant.
+    pub tenant_config: TenantConfig,
+}
+
+impl Default for PageserverConfig {
+    fn default() -> Self {
+        PageserverConfig {
+            listen_pg_addr: "127.0.0.1:64000".into(),
+            listen_http_addr: "127.0.0.1:9898".into(),
+            broker_endpoint: None,
+            pg_distrib_dir: PathBuf::from("/usr/lib/postgresql/15"),
+            pg_user: "strata".into(),
+            superuser: "postgres".into(),
+            http_auth_public_key_path: None,
+            pg_auth_public_key_path: None,
+            safekeeper_auth_token_path: None,
+            page_cache_size: 8192,
+            wait_lsn_timeout: Duration::from_secs(300),
+            walredo_processes: 2,
+            no_sync: false,
+            tenant_config: TenantConfig::default(),
+        }
+    }
+}
+
+/// `identity.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// This pageserver's node id.
+    pub id: NodeId,
+}
+
+impl PageserverConfig {
+    /// Reads and checks `workdir/pageserver.toml`.
+    pub fn load(workdir: &Path) -> Result<PageserverConfig, ConfigError> {
+        let path = workdir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let c: PageserverConfig = parse_toml(&path, &text)?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.clone(),
+            message,
+        };
+        for (key, addr) in [
+            ("listen_pg_addr", &c.listen_pg_addr),
+            ("listen_http_addr", &c.listen_http_addr),
+        ] {
+            addr.parse::<SocketAddr>()
+                .map_err(|e| invalid(format!("{key}: {addr:?}: {e}")))?;
+        }
+        if c.page_cache_size == 0 {
+            return Err(invalid("page_cache_size must be positive".into()));
+        }
+        if c.walredo_processes == 0 {
+            return Err(invalid("walredo_processes must be positive".into()));
+        }
+        c.tenant_config
+            .validate()
+            .map_err(|m| invalid(format!("tenant_config: {m}")))?;
+        Ok(c)
+    }
+
+    /// Applies `key=value` overrides (TOML values; a bare word is taken as a string).
+    pub fn with_overrides(overrides: &[String]) -> Result<String, String> {
+        let mut table = toml::Table::new();
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| format!("-c {o:?}: expected key=value"))?;
+            let doc = format!("{} = {}", k.trim(), v.trim());
+            let parsed: toml::Table = toml::from_str(&doc)
+                .or_else(|_| toml::from_str(&format!("{} = {:?}", k.trim(), v.trim())))
+                .map_err(|e| format!("-c {o:?}: {}", e.message()))?;
+            merge(&mut table, parsed);
+        }
+        Ok(toml::to_string(&table).unwrap_or_default())
+    }
+
+    /// The directory of PostgreSQL's binaries.
+    pub fn pg_bin_dir(&self) -> PathBuf {
+        self.pg_distrib_dir.join("bin")
+    }
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Identity {
+    /// Reads `workdir/identity.toml`.
+    pub fn load(workdir: &Path) -> Result<Identity, ConfigError> {
+        let path = workdir.join(IDENTITY_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        parse_toml(&path, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(CONFIG_FILE);
+        std::fs::write(&p, "bogus_key = 1\n").unwrap();
+        let e = PageserverConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("bogus_key") && e.contains(CONFIG_FILE), "{e}");
+        assert!(!e.contains('\n'));
+        std::fs::write(&p, "page_cache_size = \"many\"\n").unwrap();
+        let e = PageserverConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("page_cache_size"), "{e}");
+        std::fs::write(&p, "[tenant_config]\ncheckpoint_distanse = 5\n").unwrap();
+        let e = PageserverConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("checkpoint_distanse"), "{e}");
+        std::fs::write(&p, "listen_http_addr = \"nowhere\"\n").unwrap();
+        let e = PageserverConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("listen_http_addr"), "{e}");
+    }
+
+    #[test]
+    fn defaults_overrides_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = PageserverConfig::with_overrides(&[
+            "listen_http_addr=127.0.0.1:1234".into(),
+            "no_sync=true".into(),
+            "tenant_config.checkpoint_distance=1000".into(),
+        ])
+        .unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), text).unwrap();
+        let c = PageserverConfig::load(dir.path()).unwrap();
+        assert_eq!(c.listen_http_addr, "127.0.0.1:1234");
+        assert!(c.no_sync);
+        assert_eq!(c.tenant_config.checkpoint_distance, 1000);
+        assert_eq!(c.listen_pg_addr, "127.0.0.1:64000");
+        let t = TenantConfig {
+            safekeepers: vec!["127.0.0.1:5454".into()],
+            ..Default::default()
+        };
+        let p = dir.path().join("tenant.toml");
+        std::fs::write(&p, t.to_toml()).unwrap();
+        assert_eq!(TenantConfig::load(&p).unwrap(), t);
+    }
+}

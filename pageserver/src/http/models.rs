@@ -1,0 +1,245 @@
+//! Request and response bodies of the pageserver's HTTP API.
+
+use serde::{Deserialize, Serialize};
+use utils::{Lsn, TenantId, TimelineId};
+
+use crate::config::TenantConfig;
+use crate::timeline::WalReceiverStatus;
+
+/// A tenant or timeline id: 32 lower-case hex digits.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[0-9a-f]{32}$", example = "3aa8fcc61f6d357410b7de754b1d9001")]
+pub struct HexId(pub String);
+
+/// An LSN, `X/Y` in hex.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$", example = "0/16B5A50")]
+pub struct LsnString(pub String);
+
+/// `POST /v1/tenant`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantCreateRequest {
+    /// The id (a new random one when absent).
+    #[schema(value_type = Option<HexId>)]
+    #[serde(default)]
+    pub tenant_id: Option<TenantId>,
+    /// Config overrides (keys of `[tenant_config]`).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A tenant.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantInfo {
+    /// Its id.
+    #[schema(value_type = HexId)]
+    pub id: TenantId,
+    /// `Loading`, `Active`, `Stopping` or `Broken`.
+    pub state: String,
+    /// Why it is broken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken_reason: Option<String>,
+    /// Number of timelines.
+    pub timelines: usize,
+}
+
+/// `GET /v1/tenant/{tenant_id}/config`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantConfigResponse {
+    /// The tenant's own settings.
+    #[schema(value_type = Object)]
+    pub overrides: serde_json::Value,
+    /// What is in force (defaults with the overrides applied).
+    pub effective: TenantConfig,
+}
+
+/// `POST /v1/tenant/{tenant_id}/timeline`: bootstrap (no ancestor, no import), branch
+/// (`ancestor_timeline_id`) or import (`import_pgdata`).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineCreateRequest {
+    /// The new timeline's id.
+    #[schema(value_type = HexId)]
+    pub new_timeline_id: TimelineId,
+    /// Branch from this timeline.
+    #[serde(default)]
+    #[schema(value_type = Option<HexId>)]
+    pub ancestor_timeline_id: Option<TimelineId>,
+    /// The branch point (default: the ancestor's last record LSN).
+    #[serde(default)]
+    #[schema(value_type = Option<LsnString>)]
+    pub ancestor_start_lsn: Option<Lsn>,
+    /// PostgreSQL major version; only 15.
+    #[serde(default)]
+    #[schema(minimum = 15, maximum = 15)]
+    pub pg_version: Option<u32>,
+    /// Import this cleanly stopped PostgreSQL 15 data directory (an absolute path on
+    /// the pageserver's machine).
+    #[serde(default)]
+    pub import_pgdata: Option<String>,
+}
+
+/// A timeline's state and positions.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TimelineInfo {
+    /// The tenant.
+    #[schema(value_type = HexId)]
+    pub tenant_id: TenantId,
+    /// The timeline.
+    #[schema(value_type = HexId)]
+    pub timeline_id: TimelineId,
+    /// `Loading`, `Active`, `Stopping` or `Broken`.
+    pub state: String,
+    /// Why it is broken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken_reason: Option<String>,
+    /// End of the last ingested record: readable up to here.
+    #[schema(value_type = LsnString)]
+    pub last_record_lsn: Lsn,
+    /// Start of that record.
+    #[schema(value_type = Option<LsnString>)]
+    pub prev_record_lsn: Option<Lsn>,
+    /// Everything at or below is in fsynced layer files.
+    #[schema(value_type = LsnString)]
+    pub disk_consistent_lsn: Lsn,
+    /// Everything at or below is in object storage (equal to disk_consistent_lsn until
+    /// object storage is configured).
+    #[schema(value_type = LsnString)]
+    pub remote_consistent_lsn: Lsn,
+    /// The parent timeline.
+    #[schema(value_type = Option<HexId>)]
+    pub ancestor_timeline_id: Option<TimelineId>,
+    /// The branch point.
+    #[schema(value_type = Option<LsnString>)]
+    pub ancestor_lsn: Option<Lsn>,
+    /// Where the timeline's own history starts.
+    #[schema(value_type = LsnString)]
+    pub initdb_lsn: Lsn,
+    /// PostgreSQL major version.
+    pub pg_version: u32,
+    /// Σ relation sizes at last_record_lsn, in bytes.
+    pub current_logical_size: Option<u64>,
+    /// The walreceiver's view.
+    pub walreceiver: WalReceiverStatus,
+}
+
+/// One layer in `GET …/layer`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LayerInfo {
+    /// The file name (empty for in-memory layers).
+    pub name: String,
+    /// `delta`, `image` or `in_memory`.
+    pub kind: String,
+    /// First key (36 hex digits).
+    pub key_start: String,
+    /// End key (exclusive).
+    pub key_end: String,
+    /// First LSN.
+    #[schema(value_type = LsnString)]
+    pub lsn_start: Lsn,
+    /// End LSN (exclusive; open in-memory layers: none).
+    #[schema(value_type = Option<LsnString>)]
+    pub lsn_end: Option<Lsn>,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// `GET …/layer`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LayerList {
+    /// Newest first.
+    pub layers: Vec<LayerInfo>,
+}
+
+/// `?lsn=` of the debug reads.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AtLsn {
+    /// Read at this LSN (default: the last record LSN).
+    #[param(value_type = Option<String>, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")]
+    pub lsn: Option<Lsn>,
+}
+
+/// `GET …/getpage`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GetPageQuery {
+    /// Tablespace OID.
+    pub spcnode: u32,
+    /// Database OID.
+    pub dbnode: u32,
+    /// Relation file node.
+    pub relnode: u32,
+    /// Fork: 0 main, 1 fsm, 2 vm, 3 init.
+    #[param(maximum = 3)]
+    pub forknum: u8,
+    /// Block number.
+    pub blkno: u32,
+    /// Read at this LSN (default: the last record LSN).
+    #[param(value_type = Option<String>, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")]
+    pub lsn: Option<Lsn>,
+}
+
+/// `GET …/slru_segment`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SlruQuery {
+    /// `clog`, `multixact_offsets` or `multixact_members`.
+    #[param(pattern = "^(clog|multixact_offsets|multixact_members)$")]
+    pub kind: String,
+    /// Segment number.
+    pub segno: u32,
+    /// Read at this LSN (default: the last record LSN).
+    #[param(value_type = Option<String>, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")]
+    pub lsn: Option<Lsn>,
+}
+
+/// `GET …/wait_lsn`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WaitLsnQuery {
+    /// Wait until the last record LSN reaches this.
+    #[param(value_type = String, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")]
+    pub lsn: Lsn,
+    /// How long to wait (`10s`, `2m`; default: the configured wait_lsn_timeout).
+    #[param(pattern = "^[0-9]+(ms|s|m)$")]
+    pub timeout: Option<String>,
+}
+
+/// A database directory.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct DbEntry {
+    /// Tablespace OID.
+    pub spcnode: u32,
+    /// Database OID (0: the shared catalogs).
+    pub dbnode: u32,
+}
+
+/// A relation fork.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RelEntry {
+    /// Tablespace OID.
+    pub spcnode: u32,
+    /// Database OID.
+    pub dbnode: u32,
+    /// Relation file node.
+    pub relnode: u32,
+    /// Fork.
+    pub forknum: u8,
+    /// Size in blocks.
+    pub nblocks: u32,
+}
+
+/// `GET …/relations`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RelationList {
+    /// The LSN read at.
+    #[schema(value_type = LsnString)]
+    pub lsn: Lsn,
+    /// Database directories.
+    pub databases: Vec<DbEntry>,
+    /// Relation forks.
+    pub relations: Vec<RelEntry>,
+}

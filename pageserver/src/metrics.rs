@@ -1,0 +1,146 @@
+//! Prometheus metrics of the engine (the redo pool has its own, `walredo::metrics`).
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, register_histogram,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+};
+
+fn must<T>(r: prometheus::Result<T>, name: &str) -> T {
+    r.unwrap_or_else(|e| panic!("registering metric {name}: {e}"))
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1.0, 10.0,
+];
+
+/// `pageserver_last_record_lsn{tenant_id, timeline_id}`.
+pub static LAST_RECORD_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    must(
+        register_int_gauge_vec!(
+            "pageserver_last_record_lsn",
+            "End of the last ingested WAL record",
+            &["tenant_id", "timeline_id"]
+        ),
+        "pageserver_last_record_lsn",
+    )
+});
+
+/// `pageserver_disk_consistent_lsn{tenant_id, timeline_id}`.
+pub static DISK_CONSISTENT_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    must(
+        register_int_gauge_vec!(
+            "pageserver_disk_consistent_lsn",
+            "Everything at or below this LSN is in fsynced layer files",
+            &["tenant_id", "timeline_id"]
+        ),
+        "pageserver_disk_consistent_lsn",
+    )
+});
+
+/// `pageserver_wal_ingest_records_total`.
+pub static INGEST_RECORDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_wal_ingest_records_total",
+            "WAL records ingested"
+        ),
+        "pageserver_wal_ingest_records_total",
+    )
+});
+
+/// `pageserver_wal_ingest_bytes_total`.
+pub static INGEST_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_wal_ingest_bytes_total",
+            "WAL bytes received by walreceivers"
+        ),
+        "pageserver_wal_ingest_bytes_total",
+    )
+});
+
+/// `pageserver_wait_lsn_seconds`.
+pub static WAIT_LSN_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    must(
+        register_histogram!(
+            "pageserver_wait_lsn_seconds",
+            "Time reads waited for WAL to arrive",
+            LATENCY_BUCKETS.to_vec()
+        ),
+        "pageserver_wait_lsn_seconds",
+    )
+});
+
+/// `pageserver_getpage_seconds{outcome}`.
+pub static GETPAGE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    must(
+        register_histogram_vec!(
+            "pageserver_getpage_seconds",
+            "GetPage@LSN latency, by outcome (ok, not_found, error)",
+            &["outcome"],
+            LATENCY_BUCKETS.to_vec()
+        ),
+        "pageserver_getpage_seconds",
+    )
+});
+
+/// `pageserver_layers{kind}`: layers added since start (loaded or written).
+pub static LAYERS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    must(
+        register_int_gauge_vec!(
+            "pageserver_layers",
+            "Layer files held, by kind (delta, image)",
+            &["kind"]
+        ),
+        "pageserver_layers",
+    )
+});
+
+/// `pageserver_layer_bytes{kind}`.
+pub static LAYER_BYTES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    must(
+        register_int_gauge_vec!(
+            "pageserver_layer_bytes",
+            "Bytes of layer files held, by kind",
+            &["kind"]
+        ),
+        "pageserver_layer_bytes",
+    )
+});
+
+/// `pageserver_flush_seconds`.
+pub static FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    must(
+        register_histogram!(
+            "pageserver_flush_seconds",
+            "Time to write a frozen layer out and persist the metadata",
+            vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0]
+        ),
+        "pageserver_flush_seconds",
+    )
+});
+
+/// `pageserver_walreceiver_switches_total`.
+pub static WALRECEIVER_SWITCHES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_walreceiver_switches_total",
+            "Times a walreceiver connected to a different safekeeper"
+        ),
+        "pageserver_walreceiver_switches_total",
+    )
+});
+
+/// `pageserver_page_service_requests_total{kind, outcome}`.
+pub static PAGE_SERVICE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "pageserver_page_service_requests_total",
+            "Page service requests, by kind and outcome",
+            &["kind", "outcome"]
+        ),
+        "pageserver_page_service_requests_total",
+    )
+});
