@@ -68,7 +68,11 @@ fn run(value_size: usize, layout: Layout, write_delta: bool, reader: bool) {
             Layout::Random => rng.random_range(0..u32::MAX / 2),
             Layout::RandomReuse1024 => rng.random_range(0..1024),
         };
-        batch.push((key(k), Lsn(0x1000 + i as u64 * 8), Value::Image(payload.clone())));
+        batch.push((
+            key(k),
+            Lsn(0x1000 + i as u64 * 8),
+            Value::Image(payload.clone()),
+        ));
         if batch.len() == BATCH {
             layer.put_batch(&batch).expect("put");
             last.store(k, Ordering::Relaxed);
@@ -83,7 +87,12 @@ fn run(value_size: usize, layout: Layout, write_delta: bool, reader: bool) {
     if write_delta {
         layer.freeze(Lsn(0x1000 + count as u64 * 8 + 1));
         layer
-            .write_delta(dir.path(), TenantId::generate(), TimelineId::generate(), Sync::Yes)
+            .write_delta(
+                dir.path(),
+                TenantId::generate(),
+                TimelineId::generate(),
+                Sync::Yes,
+            )
             .expect("write delta");
     }
 }

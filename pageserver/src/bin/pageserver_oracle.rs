@@ -81,7 +81,13 @@ fn psql(args: &Args, db: &str, sql: &str) -> anyhow::Result<String> {
 /// (spc, db, relfilenode) → access method, for every relation with storage.
 fn catalog(args: &Args) -> anyhow::Result<HashMap<(u32, u32, u32), AccessMethod>> {
     let mut map = HashMap::new();
-    for db in psql(args, "postgres", "SELECT datname FROM pg_database WHERE datallowconn")?.lines() {
+    for db in psql(
+        args,
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datallowconn",
+    )?
+    .lines()
+    {
         let rows = psql(
             args,
             db,
@@ -174,7 +180,11 @@ struct Client {
 }
 
 impl Client {
-    async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<(u16, bytes::Bytes)> {
+    async fn get(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<(u16, bytes::Bytes)> {
         let mut req = self
             .http
             .get(format!("{}{path}", self.base))
@@ -224,7 +234,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     });
     let (status, body) = client.get("/relations", &[]).await?;
     if status != 200 {
-        bail!("GET relations: HTTP {status}: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "GET relations: HTTP {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let listing: serde_json::Value = serde_json::from_slice(&body)?;
     let mut remote: HashMap<Rel, u64> = HashMap::new();
@@ -255,7 +268,9 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         if rel.fork == 1 {
             fsm_forks += 1;
             if remote_size.is_none() && *blocks > 0 {
-                mismatches.push(format!("{rel:?}: FSM fork exists locally, not on the pageserver"));
+                mismatches.push(format!(
+                    "{rel:?}: FSM fork exists locally, not on the pageserver"
+                ));
             }
             continue;
         }
@@ -327,10 +342,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             let local = std::fs::read(e.path())?;
             slru_pages += local.len() / BLCKSZ;
             let (status, body) = client
-                .get("/slru_segment", &[("kind", kind.into()), ("segno", segno.to_string())])
+                .get(
+                    "/slru_segment",
+                    &[("kind", kind.into()), ("segno", segno.to_string())],
+                )
                 .await?;
             if status != 200 {
-                mismatches.push(format!("{dir}/{segno:04X}: HTTP {status}: {}", String::from_utf8_lossy(&body)));
+                mismatches.push(format!(
+                    "{dir}/{segno:04X}: HTTP {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
             } else if body[..] != local[..] {
                 let first = body.iter().zip(&local).position(|(a, b)| a != b);
                 mismatches.push(format!(
@@ -354,11 +375,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|d| (d["spcnode"].as_u64().unwrap_or(0), d["dbnode"].as_u64().unwrap_or(0)))
+        .map(|d| {
+            (
+                d["spcnode"].as_u64().unwrap_or(0),
+                d["dbnode"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
     remote_dbs.sort();
     if local_dbs != remote_dbs {
-        mismatches.push(format!("databases: local {local_dbs:?}, pageserver {remote_dbs:?}"));
+        mismatches.push(format!(
+            "databases: local {local_dbs:?}, pageserver {remote_dbs:?}"
+        ));
     }
 
     for m in mismatches.iter().take(20) {

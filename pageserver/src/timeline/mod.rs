@@ -22,6 +22,8 @@ pub mod ingest;
 pub mod load;
 pub mod metadata;
 pub mod read;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -449,6 +451,17 @@ impl Timeline {
         }
         mem.extend(layers.frozen.iter().rev().map(|(l, _)| l.clone()));
         (mem, layers.historic.clone())
+    }
+
+    /// Freezes and flushes inline (no flush task running): for tests.
+    #[cfg(test)]
+    pub(crate) async fn checkpoint_for_test(self: &Arc<Self>) -> Lsn {
+        {
+            let _g = self.write_lock.lock().await;
+            self.maybe_freeze_locked(true);
+        }
+        while self.flush_one().await.expect("flush") {}
+        self.disk_consistent_lsn()
     }
 
     /// Stops the timeline's tasks; it never becomes Active again.

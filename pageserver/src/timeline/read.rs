@@ -35,6 +35,8 @@ use crate::walrecord::WalRecord;
 use crate::walredo::WalRedoError;
 use crate::walredo::apply_strata::BLCKSZ;
 
+static ZERO_PAGE: [u8; BLCKSZ] = [0u8; BLCKSZ];
+
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -212,8 +214,17 @@ impl Timeline {
         if values.is_empty() {
             return Ok(cached_base.map(|(_, b)| b));
         }
+        // A page key's empty image is a zero page (what a relation extension or an SLRU
+        // page zeroing stores, without 8 KiB of zeros).
+        let page_image = |img: Bytes| {
+            if key.is_page() && img.is_empty() {
+                Bytes::from_static(&ZERO_PAGE)
+            } else {
+                img
+            }
+        };
         if let (Value::Image(img), true) = (&values[0].1, values.len() == 1) {
-            return Ok(Some(img.clone()));
+            return Ok(Some(page_image(img.clone())));
         }
         // Oldest first: the base is the oldest value when it is an image.
         values.reverse();
@@ -222,7 +233,7 @@ impl Timeline {
         for (l, v) in values {
             match v {
                 Value::Image(img) => {
-                    base = Some((l, img));
+                    base = Some((l, page_image(img)));
                     records.clear();
                 }
                 Value::Record(r) => records.push((l, r)),
@@ -291,7 +302,7 @@ impl Timeline {
             )));
         }
         let page = self.get(keyspace::rel_block_key(rel, blkno), lsn).await?;
-        Ok(page.unwrap_or_else(|| Bytes::from_static(&[0u8; BLCKSZ])))
+        Ok(page.unwrap_or_else(|| Bytes::from_static(&ZERO_PAGE)))
     }
 
     /// The newest value of every key in `keys` at `lsn` (metadata keys: whole values),
