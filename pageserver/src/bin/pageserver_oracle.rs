@@ -7,6 +7,7 @@
 //!   every block matches after masking (main and init forks by the relation's access
 //!   method, VM forks as visibility maps). FSM forks are compared by existence only:
 //!   PostgreSQL does not WAL-log free-space updates, so their contents differ by design;
+//! - forks of unlogged relations other than the init fork are skipped (never WAL-logged);
 //! - every SLRU segment (`pg_xact`, `pg_multixact/*`): byte-equal;
 //! - the set of databases.
 //!
@@ -78,8 +79,16 @@ fn psql(args: &Args, db: &str, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// (spc, db, relfilenode) → access method, for every relation with storage.
-fn catalog(args: &Args) -> anyhow::Result<HashMap<(u32, u32, u32), AccessMethod>> {
+/// A relation with storage, from the catalogs.
+#[derive(Debug, Clone, Copy)]
+struct RelInfo {
+    am: AccessMethod,
+    /// `relpersistence = 'u'`: only the init fork is WAL-logged.
+    unlogged: bool,
+}
+
+/// (spc, db, relfilenode) → what it is, for every relation with storage.
+fn catalog(args: &Args) -> anyhow::Result<HashMap<(u32, u32, u32), RelInfo>> {
     let mut map = HashMap::new();
     for db in psql(
         args,
@@ -94,20 +103,21 @@ fn catalog(args: &Args) -> anyhow::Result<HashMap<(u32, u32, u32), AccessMethod>
             "SELECT pg_relation_filenode(c.oid), \
                CASE WHEN c.reltablespace = 0 THEN (SELECT dattablespace FROM pg_database WHERE datname = current_database()) ELSE c.reltablespace END, \
                CASE WHEN c.relisshared THEN 0 ELSE (SELECT oid FROM pg_database WHERE datname = current_database()) END, \
-               CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE coalesce(am.amname, '') END \
+               CASE WHEN c.relkind = 'S' THEN 'sequence' ELSE coalesce(am.amname, '') END, \
+               c.relpersistence \
              FROM pg_class c LEFT JOIN pg_am am ON am.oid = c.relam \
              WHERE pg_relation_filenode(c.oid) IS NOT NULL",
         )?;
         for row in rows.lines() {
             let f: Vec<&str> = row.split('|').collect();
-            if f.len() < 4 {
+            if f.len() < 5 {
                 continue;
             }
             let (Ok(rel), Ok(spc), Ok(dbid)) = (f[0].parse(), f[1].parse(), f[2].parse()) else {
                 continue;
             };
             if let Some(am) = AccessMethod::from_name(f[3]) {
-                map.insert((spc, dbid, rel), am);
+                map.insert((spc, dbid, rel), RelInfo { am, unlogged: f[4] == "u" });
             }
         }
     }
@@ -257,12 +267,19 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut relations = 0usize;
     let mut fsm_forks = 0usize;
     let mut uncatalogued = 0usize;
+    let mut unlogged_forks = 0usize;
     let mut jobs = Vec::new();
     for (rel, (files, blocks)) in &local {
+        let info = cat.get(&(rel.spc, rel.db, rel.rel)).copied();
+        if info.is_some_and(|i| i.unlogged) && rel.fork != 3 {
+            // Not WAL-logged: a compute rebuilds it from the init fork.
+            unlogged_forks += 1;
+            continue;
+        }
         let am = if rel.fork == 2 {
             Some(AccessMethod::VisibilityMap)
         } else {
-            cat.get(&(rel.spc, rel.db, rel.rel)).copied()
+            info.map(|i| i.am)
         };
         let remote_size = remote.get(rel).copied();
         if rel.fork == 1 {
@@ -393,7 +410,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         println!("mismatch: {m}");
     }
     println!(
-        "pageserver_oracle: pages={} mismatches={} relations={relations} slru_pages={slru_pages} fsm_forks={fsm_forks} uncatalogued={uncatalogued}",
+        "pageserver_oracle: pages={} mismatches={} relations={relations} slru_pages={slru_pages} fsm_forks={fsm_forks} unlogged_forks={unlogged_forks} uncatalogued={uncatalogued}",
         pages + slru_pages,
         mismatches.len()
     );
