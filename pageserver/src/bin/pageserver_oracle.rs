@@ -5,11 +5,18 @@
 //! LSN) and the pageserver has ingested up to the LSN. It checks:
 //! - every relation fork file: the pageserver knows the fork with the same size, and
 //!   every block matches after masking (main and init forks by the relation's access
-//!   method, VM forks as visibility maps). FSM forks are compared by existence only:
-//!   PostgreSQL does not WAL-log free-space updates, so their contents differ by design;
+//!   method, VM forks as visibility maps). FSM forks are not compared: PostgreSQL does not
+//!   WAL-log free-space updates (nor the creation of the fork), so they differ by design.
+//!   A VM fork may be longer locally than on the pageserver (PostgreSQL extends the map
+//!   with zero pages without WAL when it pins a page); those local pages must be all
+//!   zeros. Sequence pages may be ahead on the pageserver: `nextval` WAL-logs 32 values
+//!   ahead, so a replay holds a `last_value` at or above the primary's;
 //! - forks of unlogged relations other than the init fork are skipped (never WAL-logged);
 //! - every SLRU segment (`pg_xact`, `pg_multixact/*`): byte-equal;
 //! - the set of databases.
+//!
+//! The compute must be idle while it runs (no sessions, `autovacuum = off`): its files
+//! must be the state at the LSN.
 //!
 //! Prints `pageserver_oracle: pages=N mismatches=M relations=R …` and exits 1 when
 //! anything differs.
@@ -88,15 +95,20 @@ struct RelInfo {
 }
 
 /// (spc, db, relfilenode) → what it is, for every relation with storage.
-fn catalog(args: &Args) -> anyhow::Result<HashMap<(u32, u32, u32), RelInfo>> {
+fn catalog(args: &Args) -> anyhow::Result<(HashMap<(u32, u32, u32), RelInfo>, Vec<u32>)> {
     let mut map = HashMap::new();
-    for db in psql(
+    let mut connectable = Vec::new();
+    for row in psql(
         args,
         "postgres",
-        "SELECT datname FROM pg_database WHERE datallowconn",
+        "SELECT oid, datname FROM pg_database WHERE datallowconn",
     )?
     .lines()
     {
+        let Some((oid, db)) = row.split_once('|') else {
+            continue;
+        };
+        connectable.extend(oid.parse::<u32>().ok());
         let rows = psql(
             args,
             db,
@@ -117,11 +129,17 @@ fn catalog(args: &Args) -> anyhow::Result<HashMap<(u32, u32, u32), RelInfo>> {
                 continue;
             };
             if let Some(am) = AccessMethod::from_name(f[3]) {
-                map.insert((spc, dbid, rel), RelInfo { am, unlogged: f[4] == "u" });
+                map.insert(
+                    (spc, dbid, rel),
+                    RelInfo {
+                        am,
+                        unlogged: f[4] == "u",
+                    },
+                );
             }
         }
     }
-    Ok(map)
+    Ok((map, connectable))
 }
 
 fn parse_rel_file(name: &str) -> Option<(u32, u8, u64)> {
@@ -182,6 +200,29 @@ fn read_block(files: &[PathBuf], blkno: u64) -> anyhow::Result<[u8; BLCKSZ]> {
     Ok(page)
 }
 
+/// A sequence page whose only difference is the sequence's state, with the replay at or
+/// ahead of the primary (`nextval` logs `SEQ_LOG_VALS` values ahead).
+fn sequence_ahead(expected: &[u8; BLCKSZ], actual: &[u8; BLCKSZ]) -> bool {
+    // One tuple: line pointer 1 gives its offset; the data follows its header.
+    let lp = u32::from_le_bytes([expected[24], expected[25], expected[26], expected[27]]);
+    let off = (lp & 0x7FFF) as usize;
+    if off + 24 > BLCKSZ {
+        return false;
+    }
+    let hoff = expected[off + 22] as usize;
+    let data = off + hoff;
+    if data + 17 > BLCKSZ {
+        return false;
+    }
+    let outside = (24..BLCKSZ).any(|i| (i < data || i >= data + 17) && expected[i] != actual[i]);
+    let last = |p: &[u8; BLCKSZ]| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&p[data..data + 8]);
+        i64::from_le_bytes(b)
+    };
+    !outside && last(actual) >= last(expected)
+}
+
 struct Client {
     http: reqwest::Client,
     base: String,
@@ -229,7 +270,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<bool> {
-    let cat = catalog(&args)?;
+    let (cat, connectable) = catalog(&args)?;
     let local = local_rels(&args.datadir)?;
     let client = Arc::new(Client {
         http: reqwest::Client::new(),
@@ -270,7 +311,15 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let mut unlogged_forks = 0usize;
     let mut jobs = Vec::new();
     for (rel, (files, blocks)) in &local {
-        let info = cat.get(&(rel.spc, rel.db, rel.rel)).copied();
+        // Databases that take no connections (template0) are copies of initdb's
+        // template: use template1's catalog for them.
+        let info = cat
+            .get(&(rel.spc, rel.db, rel.rel))
+            .or_else(|| {
+                cat.get(&(rel.spc, 1, rel.rel))
+                    .filter(|_| rel.db != 0 && !connectable.contains(&rel.db))
+            })
+            .copied();
         if info.is_some_and(|i| i.unlogged) && rel.fork != 3 {
             // Not WAL-logged: a compute rebuilds it from the init fork.
             unlogged_forks += 1;
@@ -284,11 +333,6 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         let remote_size = remote.get(rel).copied();
         if rel.fork == 1 {
             fsm_forks += 1;
-            if remote_size.is_none() && *blocks > 0 {
-                mismatches.push(format!(
-                    "{rel:?}: FSM fork exists locally, not on the pageserver"
-                ));
-            }
             continue;
         }
         let Some(am) = am else {
@@ -298,13 +342,28 @@ async fn run(args: Args) -> anyhow::Result<bool> {
             continue;
         };
         relations += 1;
-        if remote_size != Some(*blocks) {
+        let mut compare_blocks = *blocks;
+        if am == AccessMethod::VisibilityMap && remote_size.unwrap_or(0) < *blocks {
+            // Pages PostgreSQL added to the map without WAL must still be empty.
+            let from = remote_size.unwrap_or(0);
+            for blk in from..*blocks {
+                match read_block(files, blk) {
+                    // New, or initialized in a buffer (a header, no bits).
+                    Ok(p) if p[24..].iter().all(|b| *b == 0) => {}
+                    Ok(_) => mismatches.push(format!(
+                        "{rel:?} blk {blk}: a VM page beyond the pageserver's {from} blocks is not empty"
+                    )),
+                    Err(e) => mismatches.push(format!("{rel:?} blk {blk}: {e}")),
+                }
+            }
+            compare_blocks = from;
+        } else if remote_size != Some(*blocks) {
             mismatches.push(format!(
                 "{rel:?}: {blocks} blocks locally, pageserver has {remote_size:?}"
             ));
             continue;
         }
-        for blk in 0..*blocks {
+        for blk in 0..compare_blocks {
             jobs.push((*rel, files.clone(), blk, am));
         }
     }
@@ -329,6 +388,10 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                         let mut actual = [0u8; BLCKSZ];
                         actual.copy_from_slice(&body);
                         compare_masked(&expected, &actual, am, blk as u32)
+                            .filter(|_| {
+                                !(am == AccessMethod::Sequence
+                                    && sequence_ahead(&expected, &actual))
+                            })
                             .map(|d| format!("{rel:?} blk {blk} ({}): {d}", am.name()))
                     }
                     Ok((status, body)) => Some(format!(
