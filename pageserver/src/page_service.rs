@@ -427,10 +427,11 @@ async fn pagestream(
             }
             Some(resp) = inflight.next(), if !inflight.is_empty() => {
                 writer.write_copy_data(&resp);
-                if inflight.is_empty() && rx.is_empty() {
-                    if let Err(e) = writer.flush().await {
-                        break Err(e);
-                    }
+                if inflight.is_empty()
+                    && rx.is_empty()
+                    && let Err(e) = writer.flush().await
+                {
+                    break Err(e);
                 }
             }
             else => break Ok(()),

@@ -95,7 +95,10 @@ struct RelInfo {
 }
 
 /// (spc, db, relfilenode) → what it is, for every relation with storage.
-fn catalog(args: &Args) -> anyhow::Result<(HashMap<(u32, u32, u32), RelInfo>, Vec<u32>)> {
+/// The relations by (spc, db, relfilenode), and the databases that take connections.
+type Catalog = (HashMap<(u32, u32, u32), RelInfo>, Vec<u32>);
+
+fn catalog(args: &Args) -> anyhow::Result<Catalog> {
     let mut map = HashMap::new();
     let mut connectable = Vec::new();
     for row in psql(

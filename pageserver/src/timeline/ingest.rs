@@ -138,7 +138,7 @@ fn fsm_truncation(heap_blocks: u32) -> (u32, Option<u32>) {
 /// `(new VM size, partially truncated VM block)` for a heap truncated to `heap_blocks`.
 fn vm_truncation(heap_blocks: u32) -> (u32, Option<u32>) {
     let blk = heap_blocks / VM_HEAPBLOCKS_PER_PAGE;
-    if heap_blocks % VM_HEAPBLOCKS_PER_PAGE != 0 {
+    if !heap_blocks.is_multiple_of(VM_HEAPBLOCKS_PER_PAGE) {
         (blk + 1, Some(blk))
     } else {
         (blk, None)
