@@ -40,13 +40,32 @@ pub enum ConfigError {
 fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Invalid {
         path: path.to_path_buf(),
-        message: one_line(&e),
+        message: one_line(&e, text),
     })
 }
 
-/// A toml error as one line: the message, and the key path when the parser knows it.
-fn one_line(e: &toml::de::Error) -> String {
-    e.message().replace('\n', " ").trim().to_string()
+/// A toml error as one line: the key it is about (from the error's position: the line's
+/// key under the last `[table]` header) and the parser's message.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().replace('\n', " ").trim().to_string();
+    let Some(span) = e.span() else {
+        return msg;
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let Some((key, _)) = line.split_once('=') else {
+        return msg;
+    };
+    let table = before[..line_start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        (l.starts_with('[') && l.ends_with(']')).then(|| l.trim_matches(['[', ']']).to_string())
+    });
+    let key = key.trim();
+    match table {
+        Some(t) => format!("key `{t}.{key}`: {msg}"),
+        None => format!("key `{key}`: {msg}"),
+    }
 }
 
 /// Per-tenant settings (defaults in `[tenant_config]`, overrides per tenant).
