@@ -10,4 +10,6 @@ pytest_plugins = [
     "fixtures.nats",
     "fixtures.postgres",
     "fixtures.safekeeper",
+    "fixtures.pageserver",
+    "fixtures.pageserver_env",
 ]

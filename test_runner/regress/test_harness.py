@@ -178,6 +178,7 @@ def test_log_scanner(tmp_path: Path):
         "2025-01-01T00:00:00.000002Z  WARN pageserver: slow flush\n"
         "2025-01-01T00:00:00.000003Z ERROR pageserver: timeline not found\n"
         "2025-01-01T00:00:00.000004Z  INFO pageserver: the word ERROR: inside a message\n"
+        "2025-01-01T00:00:00.000004Z  INFO pageserver: server error: ERROR 42704: quoted\n"
         "2025-01-01T00:00:00.000005Z ERROR pageserver: torn before restart\n"
         f"{TORN_LINE_MARKER}\n"
         "[strata-test] 2025-01-01 00:00:01 starting: ['pageserver', '--log', 'WARN ']\n"
@@ -187,12 +188,16 @@ def test_log_scanner(tmp_path: Path):
         "2025-01-01T00:00:00.000006Z ERROR pageserver: cut short by kill -9"
     )
     found = scan_log(log, RUST_ERROR_PATTERN)
-    assert [m.lineno for m in found] == [2, 3, 8, 9]
+    assert [m.lineno for m in found] == [2, 3, 9, 10]
     assert "slow flush" in found[0].line
     assert str(found[1]).startswith(f"{log}:3: ")
     # Allow-lists are regexes searched anywhere in the line.
     allowed = [r"slow flush", "panicked", "json warning"]
     assert [m.lineno for m in scan_log(log, RUST_ERROR_PATTERN, allowed)] == [3]
+    # Without a timestamp (a line printed on stderr), the level still counts first.
+    bare = tmp_path / "bare.log"
+    bare.write_text("WARN something\nnot a WARN level\n")
+    assert [m.lineno for m in scan_log(bare, RUST_ERROR_PATTERN)] == [1]
 
     nats_log = tmp_path / "nats.log"
     nats_log.write_text(

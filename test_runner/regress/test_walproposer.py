@@ -22,6 +22,8 @@ import pytest
 
 from fixtures.auth import AuthKeys, generate_keypair
 from fixtures.compute import (
+    SAFEKEEPER_DOWN,
+    SK_TORN_TAIL,
     SYNC_WAIT_CANCELLED,
     SYNC_WAIT_INTERRUPTED,
     BackgroundQuery,
@@ -41,14 +43,6 @@ from fixtures.services import ServiceRegistry
 from fixtures.utils import wait_until
 from fixtures.workdir import TestDir
 
-# A sidecar logs at WARN when it loses a safekeeper, and while one stays down.
-SAFEKEEPER_DOWN = [
-    r"safekeeper connection ended: connecting to \S+: .*Connection refused",
-    r"safekeeper connection ended: the safekeeper closed the connection",
-    r"safekeeper connection ended: .*(?i:connection reset|broken pipe|unexpected eof)",
-]
-# After a kill -9 the torn tail of a safekeeper's WAL is cut when the timeline is opened again.
-SK_TORN_TAIL = r"WAL ends with invalid bytes, truncating"
 TAKEN_OVER = r"another proposer has taken over"
 
 
