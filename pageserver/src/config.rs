@@ -160,6 +160,259 @@ impl TenantConfig {
     }
 }
 
+/// Parses a duration of the API's form `^[0-9]+(ms|s|m|h|d)$` (`250ms`, `10s`, `5m`, `2h`,
+/// `7d`): one number, one unit, so the schema's pattern and the handler agree.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = text.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit (ms, s, m, h, d)"))?;
+    let secs = |mul: u64| {
+        n.checked_mul(mul)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?}: too long"))
+    };
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        _ => Err(format!(
+            "{text:?}: expected a number and a unit (ms, s, m, h, d)"
+        )),
+    }
+}
+
+/// The shortest [`parse_duration`] form of `d` (whole milliseconds).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60)] {
+        if s > 0 && s.is_multiple_of(size) {
+            return format!("{}{unit}", s / size);
+        }
+    }
+    format!("{s}s")
+}
+
+/// A tenant's own settings: every key of [`TenantConfig`], each optional (absent or null:
+/// the `[tenant_config]` default applies). What `POST /v1/tenant` and
+/// `PUT /v1/tenant/{id}/config` take, and what `config.toml` holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfigOverrides {
+    /// See [`TenantConfig::checkpoint_distance`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_int"
+    )]
+    #[schema(value_type = Option<i64>, minimum = 1)]
+    pub checkpoint_distance: Option<u64>,
+    /// See [`TenantConfig::checkpoint_timeout`] (positive).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]*[1-9][0-9]*(ms|s|m|h|d)$")]
+    pub checkpoint_timeout: Option<Duration>,
+    /// See [`TenantConfig::gc_horizon`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_int"
+    )]
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub gc_horizon: Option<u64>,
+    /// See [`TenantConfig::pitr_interval`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+(ms|s|m|h|d)$")]
+    pub pitr_interval: Option<Duration>,
+    /// See [`TenantConfig::gc_period`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+(ms|s|m|h|d)$")]
+    pub gc_period: Option<Duration>,
+    /// See [`TenantConfig::compaction_period`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+(ms|s|m|h|d)$")]
+    pub compaction_period: Option<Duration>,
+    /// See [`TenantConfig::compaction_threshold`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_int"
+    )]
+    #[schema(value_type = Option<i32>, minimum = 0)]
+    pub compaction_threshold: Option<u32>,
+    /// See [`TenantConfig::compaction_target_size`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_int"
+    )]
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub compaction_target_size: Option<u64>,
+    /// See [`TenantConfig::image_creation_threshold`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_int"
+    )]
+    #[schema(value_type = Option<i32>, minimum = 0)]
+    pub image_creation_threshold: Option<u32>,
+    /// See [`TenantConfig::walreceiver_connect_timeout`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_duration"
+    )]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]+(ms|s|m|h|d)$")]
+    pub walreceiver_connect_timeout: Option<Duration>,
+    /// See [`TenantConfig::max_lsn_wal_lag`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "opt_int"
+    )]
+    #[schema(value_type = Option<i64>, minimum = 0)]
+    pub max_lsn_wal_lag: Option<u64>,
+    /// See [`TenantConfig::safekeepers`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safekeepers: Option<Vec<String>>,
+}
+
+/// An optional integer that also accepts a JSON number with a zero fraction (`5.0`), as
+/// JSON Schema's `integer` does.
+pub fn opt_int<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Num {
+        Int(u64),
+        Float(f64),
+    }
+    let Some(n) = Option::<Num>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let v = match n {
+        Num::Int(v) => v,
+        Num::Float(f) if f >= 0.0 && f.fract() == 0.0 && f < 18_446_744_073_709_551_616.0 => {
+            f as u64
+        }
+        Num::Float(f) => {
+            return Err(serde::de::Error::custom(format!(
+                "{f} is not a non-negative integer"
+            )));
+        }
+    };
+    T::try_from(v)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{v} is out of range")))
+}
+
+/// `Option<Duration>` in the [`parse_duration`] form.
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&super::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        super::parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl TenantConfigOverrides {
+    /// The overrides applied to `defaults`. Integers must fit the schema's signed types
+    /// (`i64`, `i32`), so the document and the handler agree on what is valid.
+    pub fn apply(&self, defaults: &TenantConfig) -> Result<TenantConfig, String> {
+        for (key, v) in [
+            ("checkpoint_distance", self.checkpoint_distance),
+            ("gc_horizon", self.gc_horizon),
+            ("compaction_target_size", self.compaction_target_size),
+            ("max_lsn_wal_lag", self.max_lsn_wal_lag),
+        ] {
+            if v.is_some_and(|v| v > i64::MAX as u64) {
+                return Err(format!("{key}: {} is too large", v.unwrap_or(0)));
+            }
+        }
+        for (key, v) in [
+            ("compaction_threshold", self.compaction_threshold),
+            ("image_creation_threshold", self.image_creation_threshold),
+        ] {
+            if v.is_some_and(|v| v > i32::MAX as u32) {
+                return Err(format!("{key}: {} is too large", v.unwrap_or(0)));
+            }
+        }
+        let mut c = defaults.clone();
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { c.$f = v.clone(); } )* };
+        }
+        set!(
+            checkpoint_distance,
+            checkpoint_timeout,
+            gc_horizon,
+            pitr_interval,
+            gc_period,
+            compaction_period,
+            compaction_threshold,
+            compaction_target_size,
+            image_creation_threshold,
+            walreceiver_connect_timeout,
+            max_lsn_wal_lag,
+            safekeepers
+        );
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Reads a tenant's `config.toml`.
+    pub fn load(path: &Path) -> Result<TenantConfigOverrides, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        parse_toml(path, &text)
+    }
+
+    /// The `config.toml` form.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
 /// `pageserver.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -322,6 +575,43 @@ mod tests {
         std::fs::write(&p, "listen_http_addr = \"nowhere\"\n").unwrap();
         let e = PageserverConfig::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("listen_http_addr"), "{e}");
+    }
+
+    #[test]
+    fn durations_in_the_api_form() {
+        for (text, d) in [
+            ("250ms", Duration::from_millis(250)),
+            ("10s", Duration::from_secs(10)),
+            ("5m", Duration::from_secs(300)),
+            ("2h", Duration::from_secs(7200)),
+            ("7d", Duration::from_secs(7 * 86400)),
+        ] {
+            assert_eq!(parse_duration(text).unwrap(), d);
+            assert_eq!(format_duration(d), text);
+        }
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1h 30m",
+            "-1s",
+            "10x",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        let o: TenantConfigOverrides =
+            serde_json::from_str(r#"{"checkpoint_timeout": "5m", "gc_horizon": null}"#).unwrap();
+        assert_eq!(o.checkpoint_timeout, Some(Duration::from_secs(300)));
+        assert!(serde_json::from_str::<TenantConfigOverrides>(r#"{"bogus": 1}"#).is_err());
+        let applied = o.apply(&TenantConfig::default()).unwrap();
+        assert_eq!(applied.checkpoint_timeout, Duration::from_secs(300));
+        let zero = TenantConfigOverrides {
+            checkpoint_distance: Some(0),
+            ..Default::default()
+        };
+        assert!(zero.apply(&TenantConfig::default()).is_err());
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl TenantManager {
     pub async fn create(
         &self,
         id: TenantId,
-        overrides: toml::Table,
+        overrides: crate::config::TenantConfigOverrides,
     ) -> Result<Arc<Tenant>, ManagerError> {
         let _g = self.lock.lock().await;
         if self.tenants.read().contains_key(&id) {

@@ -567,7 +567,8 @@ def test_pageserver_branches(ps_env: PageserverEnv):
         err = expect_error(400, http.timeline_branch, tenant, random_id(), ancestor, lsn)
         assert mentions_lsn(err.msg, lsn), f"{what}: the reason does not name the LSN: {err.msg!r}"
         print(f"{what} ({int_to_lsn(lsn)}): {err.msg}")
-    expect_error(404, http.timeline_branch, tenant, random_id(), random_id())
+    # The path's tenant exists; the body names an ancestor that does not: 409.
+    expect_error(409, http.timeline_branch, tenant, random_id(), random_id())
     expect_error(409, http.timeline_branch, tenant, child, main)
     err = expect_error(400, http.timeline_branch, tenant, random_id(), main, "not-an-lsn")
     assert names_field(err.msg, "ancestor_start_lsn"), err.msg
@@ -1147,6 +1148,9 @@ def test_pageserver_openapi_schemathesis(pageserver: Pageserver, test_dir: TestD
         "junit",
         "--report-dir",
         str(report_dir),
+        # Failpoints are a testing hook whose action grammar no schema can state.
+        "--exclude-path",
+        "/v1/failpoints",
     ]
     started = time.monotonic()
     result = subprocess.run(

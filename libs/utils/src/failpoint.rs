@@ -19,8 +19,10 @@ pub const EXIT_CODE: i32 = 1;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailpointConfig {
     /// The failpoint's name.
+    #[schema(min_length = 1)]
     pub name: String,
     /// The actions, in the `fail` crate's syntax plus `exit`.
+    #[schema(min_length = 1)]
     pub actions: String,
 }
 

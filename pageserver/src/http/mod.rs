@@ -19,6 +19,7 @@ use utils::{Lsn, TenantId, TimelineId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::TenantConfigOverrides;
 use crate::keyspace;
 use crate::layers::LayerKind;
 use crate::tenant::create::CreateTimeline;
@@ -61,6 +62,11 @@ impl From<TenantError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             TenantError::Invalid(_) => ApiError::BadRequest(e.to_string()),
+            // 409, not 404: the tenant exists; what the request names on disk cannot be
+            // imported as it is.
+            TenantError::NoSuchDirectory(_) | TenantError::Unimportable(_) => {
+                ApiError::Conflict(e.to_string())
+            }
             TenantError::NotActive(_) => ApiError::Conflict(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
@@ -69,7 +75,7 @@ impl From<TenantError> for ApiError {
 
 fn read_error(e: ReadError) -> ApiError {
     match &e {
-        ReadError::NotFound(_) => ApiError::NotFound(e.to_string()),
+        ReadError::NotFound(_) | ReadError::LsnOutOfRange(_) => ApiError::NotFound(e.to_string()),
         ReadError::BadRequest(_) => ApiError::BadRequest(e.to_string()),
         ReadError::WaitLsnTimeout { .. } => ApiError::Timeout(e.to_string()),
         ReadError::Cancelled => ApiError::ShuttingDown,
@@ -155,14 +161,22 @@ fn readable(
     }
 }
 
-fn json_to_toml(
-    map: Option<serde_json::Map<String, serde_json::Value>>,
-) -> Result<toml::Table, ApiError> {
-    let Some(map) = map else {
-        return Ok(toml::Table::new());
-    };
-    toml::Table::try_from(serde_json::Value::Object(map))
-        .map_err(|e| ApiError::BadRequest(format!("config: {e}")))
+/// A JSON object body as `T`: anything but an object is refused (serde would otherwise
+/// build a struct from an array), and a field that does not fit is named.
+fn object_body<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::BadRequest(
+            "invalid request body: expected a JSON object".into(),
+        ));
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::BadRequest(format!("invalid request body: {}", e.inner()))
+        } else {
+            ApiError::BadRequest(format!("invalid request body: {path}: {}", e.inner()))
+        }
+    })
 }
 
 /// Creates a tenant (no timelines yet).
@@ -176,10 +190,19 @@ fn json_to_toml(
 async fn tenant_create(
     State(st): State<ApiState>,
     auth: AuthContext,
-    Json(req): Json<TenantCreateRequest>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<TenantInfo>), ApiError> {
     auth.check(ADMIN_SCOPES, None)?;
-    let overrides = json_to_toml(req.config)?;
+    if body
+        .get("config")
+        .is_some_and(|c| !c.is_object() && !c.is_null())
+    {
+        return Err(ApiError::BadRequest(
+            "invalid request body: config: expected a JSON object".into(),
+        ));
+    }
+    let req: TenantCreateRequest = object_body(body)?;
+    let overrides = req.config.unwrap_or_default();
     let id = req.tenant_id.unwrap_or_else(TenantId::generate);
     let t = st.tenants.create(id, overrides).await?;
     Ok((StatusCode::CREATED, Json(tenant_info(&t))))
@@ -235,7 +258,7 @@ async fn tenant_delete(
 
 fn config_response(t: &Tenant) -> TenantConfigResponse {
     TenantConfigResponse {
-        overrides: serde_json::to_value(t.overrides()).unwrap_or_default(),
+        overrides: t.overrides(),
         effective: t.conf.read().clone(),
     }
 }
@@ -260,7 +283,7 @@ async fn tenant_config_get(
 /// Replaces a tenant's config overrides (persisted before it takes effect).
 #[utoipa::path(put, path = "/v1/tenant/{tenant_id}/config", tag = "tenant",
     params(("tenant_id" = HexId, Path)),
-    request_body(content = Object, description = "Keys of [tenant_config]"),
+    request_body = TenantConfigOverrides,
     responses(
         (status = 200, description = "The new config", body = TenantConfigResponse),
         (status = 400, description = "Malformed id or config", body = ErrorBody),
@@ -270,10 +293,10 @@ async fn tenant_config_put(
     State(st): State<ApiState>,
     auth: AuthContext,
     Path(tenant_id): Path<TenantId>,
-    Json(body): Json<serde_json::Map<String, serde_json::Value>>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<Json<TenantConfigResponse>, ApiError> {
     let t = tenant(&st, &auth, tenant_id)?;
-    let overrides = json_to_toml(Some(body))?;
+    let overrides: TenantConfigOverrides = object_body(body)?;
     t.set_overrides(overrides)?;
     Ok(Json(config_response(&t)))
 }
@@ -281,20 +304,33 @@ async fn tenant_config_put(
 /// Creates a timeline: bootstrap with initdb, a branch, or an import.
 #[utoipa::path(post, path = "/v1/tenant/{tenant_id}/timeline", tag = "timeline",
     params(("tenant_id" = HexId, Path)),
-    request_body = TimelineCreateRequest,
+    request_body = TimelineCreateSchema,
     responses(
         (status = 201, description = "Created", body = TimelineInfo),
         (status = 400, description = "Invalid request or branch point", body = ErrorBody),
-        (status = 404, description = "No such tenant or ancestor", body = ErrorBody),
-        (status = 409, description = "Already exists, or the ancestor is not active", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "Already exists, the ancestor does not exist or is not active, or import_pgdata is not an importable data directory (missing, running, another version)", body = ErrorBody),
         (status = 500, description = "initdb or import failed", body = ErrorBody),
     ))]
 async fn timeline_create(
     State(st): State<ApiState>,
     auth: AuthContext,
     Path(tenant_id): Path<TenantId>,
-    Json(req): Json<TimelineCreateRequest>,
+    Json(body): Json<serde_json::Value>,
 ) -> Result<(StatusCode, Json<TimelineInfo>), ApiError> {
+    for key in ["ancestor_timeline_id", "import_pgdata"] {
+        if body.get(key).is_some_and(|v| v.is_null()) {
+            return Err(ApiError::BadRequest(format!(
+                "invalid request body: {key}: null is not allowed (leave the key out)"
+            )));
+        }
+    }
+    if body.get("ancestor_start_lsn").is_some() && body.get("ancestor_timeline_id").is_none() {
+        return Err(ApiError::BadRequest(
+            "invalid request body: ancestor_start_lsn needs ancestor_timeline_id".into(),
+        ));
+    }
+    let req: TimelineCreateRequest = object_body(body)?;
     let t = tenant(&st, &auth, tenant_id)?;
     if let Some(v) = req.pg_version
         && v != 15
@@ -313,7 +349,14 @@ async fn timeline_create(
             ancestor,
             lsn: req.ancestor_start_lsn,
         },
-        (None, Some(path)) => CreateTimeline::Import(path.into()),
+        (None, Some(path)) => {
+            if req.ancestor_start_lsn.is_some() {
+                return Err(ApiError::BadRequest(
+                    "ancestor_start_lsn needs ancestor_timeline_id".into(),
+                ));
+            }
+            CreateTimeline::Import(path.into())
+        }
         (None, None) => {
             if req.ancestor_start_lsn.is_some() {
                 return Err(ApiError::BadRequest(
@@ -324,9 +367,10 @@ async fn timeline_create(
         }
     };
     let tl = match t.create_timeline(req.new_timeline_id, how).await {
+        // 409, not 404: the path's tenant exists; the body names a timeline that does not.
         Err(TenantError::TimelineNotFound(id)) => {
-            return Err(ApiError::NotFound(format!(
-                "ancestor timeline {id} not found"
+            return Err(ApiError::Conflict(format!(
+                "ancestor timeline {id} does not exist in tenant {tenant_id}"
             )));
         }
         r => r?,
@@ -485,10 +529,17 @@ async fn timeline_layers(
     Ok(Json(LayerList { layers }))
 }
 
-async fn read_lsn(tl: &Timeline, lsn: Option<Lsn>, wait: Duration) -> Result<Lsn, ApiError> {
-    let lsn = lsn.unwrap_or_else(|| tl.last_record_lsn());
+/// The LSN of a debug read. These do not wait for WAL (use `wait_lsn` first): an LSN
+/// above the last ingested record is "no data there yet", 404.
+fn read_lsn(tl: &Timeline, lsn: Option<Lsn>) -> Result<Lsn, ApiError> {
+    let last = tl.last_record_lsn();
+    let lsn = lsn.unwrap_or(last);
     tl.check_read_lsn(lsn).map_err(read_error)?;
-    tl.wait_lsn(lsn, wait).await.map_err(read_error)?;
+    if lsn > last {
+        return Err(ApiError::NotFound(format!(
+            "LSN {lsn} is not ingested yet (last record LSN {last}); wait for it with wait_lsn first"
+        )));
+    }
     Ok(lsn)
 }
 
@@ -505,12 +556,11 @@ fn octets(b: bytes::Bytes) -> axum::response::Response {
     params(("tenant_id" = HexId, Path), ("timeline_id" = HexId, Path), GetPageQuery),
     responses(
         (status = 200, description = "The page", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 400, description = "Malformed id, query or LSN", body = ErrorBody),
-        (status = 404, description = "No such tenant, timeline, relation or block", body = ErrorBody),
+        (status = 400, description = "Malformed id or query", body = ErrorBody),
+        (status = 404, description = "No such tenant, timeline, relation or block, or no data at the LSN", body = ErrorBody),
         (status = 409, description = "The timeline is broken", body = ErrorBody),
         (status = 500, description = "The page could not be rebuilt", body = ErrorBody),
         (status = 503, description = "The timeline is not active", body = ErrorBody),
-        (status = 504, description = "The LSN did not arrive in time", body = ErrorBody),
     ))]
 async fn timeline_getpage(
     State(st): State<ApiState>,
@@ -525,7 +575,7 @@ async fn timeline_getpage(
         )));
     }
     let tl = readable(&st, &auth, tenant_id, timeline_id)?;
-    let lsn = read_lsn(&tl, q.lsn, st.wait_lsn_timeout).await?;
+    let lsn = read_lsn(&tl, q.lsn)?;
     let rel = RelTag {
         spcnode: q.spcnode,
         dbnode: q.dbnode,
@@ -544,12 +594,11 @@ async fn timeline_getpage(
     params(("tenant_id" = HexId, Path), ("timeline_id" = HexId, Path), SlruQuery),
     responses(
         (status = 200, description = "The segment", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 400, description = "Malformed id, query or LSN", body = ErrorBody),
-        (status = 404, description = "No such tenant, timeline or segment", body = ErrorBody),
+        (status = 400, description = "Malformed id or query", body = ErrorBody),
+        (status = 404, description = "No such tenant, timeline or segment, or no data at the LSN", body = ErrorBody),
         (status = 409, description = "The timeline is broken", body = ErrorBody),
         (status = 500, description = "A page could not be rebuilt", body = ErrorBody),
         (status = 503, description = "The timeline is not active", body = ErrorBody),
-        (status = 504, description = "The LSN did not arrive in time", body = ErrorBody),
     ))]
 async fn timeline_slru_segment(
     State(st): State<ApiState>,
@@ -564,7 +613,7 @@ async fn timeline_slru_segment(
         k => return Err(ApiError::BadRequest(format!("kind: unknown SLRU {k:?}"))),
     };
     let tl = readable(&st, &auth, tenant_id, timeline_id)?;
-    let lsn = read_lsn(&tl, q.lsn, st.wait_lsn_timeout).await?;
+    let lsn = read_lsn(&tl, q.lsn)?;
     let seg = tl
         .get_slru_segment(kind, q.segno, lsn)
         .await
@@ -578,11 +627,10 @@ async fn timeline_slru_segment(
     responses(
         (status = 200, description = "The relations", body = RelationList),
         (status = 400, description = "Malformed id or LSN", body = ErrorBody),
-        (status = 404, description = "No such tenant or timeline", body = ErrorBody),
+        (status = 404, description = "No such tenant or timeline, or no data at the LSN", body = ErrorBody),
         (status = 409, description = "The timeline is broken", body = ErrorBody),
         (status = 500, description = "A layer could not be read", body = ErrorBody),
         (status = 503, description = "The timeline is not active", body = ErrorBody),
-        (status = 504, description = "The LSN did not arrive in time", body = ErrorBody),
     ))]
 async fn timeline_relations(
     State(st): State<ApiState>,
@@ -591,7 +639,7 @@ async fn timeline_relations(
     Query(q): Query<AtLsn>,
 ) -> Result<Json<RelationList>, ApiError> {
     let tl = readable(&st, &auth, tenant_id, timeline_id)?;
-    let lsn = read_lsn(&tl, q.lsn, st.wait_lsn_timeout).await?;
+    let lsn = read_lsn(&tl, q.lsn)?;
     let dbs = tl.list_dbs(lsn).map_err(read_error)?;
     let rels = tl.list_all_rels(lsn).map_err(read_error)?;
     Ok(Json(RelationList {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utils::{Lsn, TenantId, TimelineId};
 
-use crate::config::TenantConfig;
+use crate::config::{TenantConfig, TenantConfigOverrides};
 use crate::timeline::WalReceiverStatus;
 
 /// A tenant or timeline id: 32 lower-case hex digits.
@@ -26,8 +26,7 @@ pub struct TenantCreateRequest {
     pub tenant_id: Option<TenantId>,
     /// Config overrides (keys of `[tenant_config]`).
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub config: Option<serde_json::Map<String, serde_json::Value>>,
+    pub config: Option<TenantConfigOverrides>,
 }
 
 /// A tenant.
@@ -49,8 +48,7 @@ pub struct TenantInfo {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TenantConfigResponse {
     /// The tenant's own settings.
-    #[schema(value_type = Object)]
-    pub overrides: serde_json::Value,
+    pub overrides: TenantConfigOverrides,
     /// What is in force (defaults with the overrides applied).
     pub effective: TenantConfig,
 }
@@ -72,13 +70,66 @@ pub struct TimelineCreateRequest {
     #[schema(value_type = Option<LsnString>)]
     pub ancestor_start_lsn: Option<Lsn>,
     /// PostgreSQL major version; only 15.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::config::opt_int")]
     #[schema(minimum = 15, maximum = 15)]
     pub pg_version: Option<u32>,
     /// Import this cleanly stopped PostgreSQL 15 data directory (an absolute path on
     /// the pageserver's machine).
     #[serde(default)]
     pub import_pgdata: Option<String>,
+}
+
+/// `POST …/timeline` as the OpenAPI document describes it: exactly one of the three forms.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TimelineCreateSchema {
+    /// Run initdb and import the result.
+    Bootstrap(BootstrapRequest),
+    /// Branch from an ancestor.
+    Branch(BranchRequest),
+    /// Import a stopped data directory.
+    Import(ImportRequest),
+}
+
+/// Bootstrap form.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapRequest {
+    /// The new timeline's id.
+    pub new_timeline_id: HexId,
+    /// PostgreSQL major version; only 15.
+    #[schema(minimum = 15, maximum = 15)]
+    pub pg_version: Option<u32>,
+}
+
+/// Branch form.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BranchRequest {
+    /// The new timeline's id.
+    pub new_timeline_id: HexId,
+    /// Branch from this timeline.
+    pub ancestor_timeline_id: HexId,
+    /// The branch point (default: the ancestor's last record LSN).
+    pub ancestor_start_lsn: Option<LsnString>,
+    /// PostgreSQL major version; only 15.
+    #[schema(minimum = 15, maximum = 15)]
+    pub pg_version: Option<u32>,
+}
+
+/// Import form.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// The new timeline's id.
+    pub new_timeline_id: HexId,
+    /// An absolute path, on the pageserver's machine, to a cleanly stopped PostgreSQL 15
+    /// data directory.
+    #[schema(pattern = "^/")]
+    pub import_pgdata: String,
+    /// PostgreSQL major version; only 15.
+    #[schema(minimum = 15, maximum = 15)]
+    pub pg_version: Option<u32>,
 }
 
 /// A timeline's state and positions.

@@ -18,7 +18,7 @@ use utils::crashsafe::{self, Sync};
 use utils::{Lsn, TimelineId};
 
 use super::{Tenant, TenantError, io};
-use crate::import::import_datadir;
+use crate::import::{ImportError, import_datadir};
 use crate::timeline::load::{install_timeline_dir, load_timeline, temp_timeline_dir};
 use crate::timeline::metadata::TimelineMetadata;
 use crate::timeline::{Timeline, TimelineState};
@@ -128,9 +128,15 @@ impl Tenant {
                 Ok((meta?, None))
             }
             CreateTimeline::Import(path) => {
-                if !path.is_absolute() || !path.is_dir() {
+                if !path.is_absolute() {
                     return Err(TenantError::Invalid(format!(
-                        "import_pgdata: {} is not an absolute path to a directory",
+                        "import_pgdata: {} is not an absolute path",
+                        path.display()
+                    )));
+                }
+                if !path.is_dir() {
+                    return Err(TenantError::NoSuchDirectory(format!(
+                        "import_pgdata: no directory at {}",
                         path.display()
                     )));
                 }
@@ -153,7 +159,21 @@ impl Tenant {
         })
         .await
         .map_err(|e| TenantError::Create(format!("import task failed: {e}")))?
-        .map_err(|e| TenantError::Create(format!("import: {e}")))?;
+        .map_err(|e| match &e {
+            // What was given is not an importable cluster: the caller's mistake.
+            ImportError::Invalid(_) => TenantError::Unimportable(format!("import: {e}")),
+            ImportError::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                TenantError::NoSuchDirectory(format!(
+                    "import: not a PostgreSQL 15 data directory: {e}"
+                ))
+            }
+            _ => TenantError::Create(format!("import: {e}")),
+        })?;
         info!(
             tenant_id = %self.tenant_id,
             timeline_id = %id,

@@ -22,7 +22,7 @@ use tracing::{error, info};
 use utils::crashsafe::{self, Sync};
 use utils::{TenantId, TimelineId};
 
-use crate::config::{ConfigError, TenantConfig};
+use crate::config::{ConfigError, TenantConfig, TenantConfigOverrides};
 use crate::page_cache::PageCache;
 use crate::timeline::load::{LoadError, load_timeline};
 use crate::timeline::metadata::TimelineMetadata;
@@ -90,6 +90,12 @@ pub enum TenantError {
     /// The config could not be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `import_pgdata` names no PostgreSQL data directory.
+    #[error("{0}")]
+    NoSuchDirectory(String),
+    /// The data directory cannot be imported as it is (running, another version).
+    #[error("{0}")]
+    Unimportable(String),
     /// Creating a timeline failed (initdb, import).
     #[error("{0}")]
     Create(String),
@@ -137,7 +143,7 @@ pub struct Tenant {
     pub dir: PathBuf,
     state: Mutex<TenantState>,
     /// Overrides only (what `config.toml` holds).
-    overrides: Mutex<toml::Table>,
+    overrides: Mutex<TenantConfigOverrides>,
     /// The effective config, shared with the timelines.
     pub conf: Arc<RwLock<TenantConfig>>,
     timelines: Mutex<HashMap<TimelineId, Arc<Timeline>>>,
@@ -154,29 +160,13 @@ impl std::fmt::Debug for Tenant {
     }
 }
 
-/// The effective config: `[tenant_config]` with the overrides applied.
-pub fn effective_config(
-    defaults: &TenantConfig,
-    overrides: &toml::Table,
-) -> Result<TenantConfig, String> {
-    let mut base = toml::Table::try_from(defaults).map_err(|e| e.to_string())?;
-    for (k, v) in overrides {
-        base.insert(k.clone(), v.clone());
-    }
-    let c: TenantConfig = toml::Value::Table(base)
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_string())?;
-    c.validate()?;
-    Ok(c)
-}
-
 impl Tenant {
     fn new(tenant_id: TenantId, dir: PathBuf, res: TenantResources) -> Arc<Tenant> {
         Arc::new(Tenant {
             tenant_id,
             dir,
             state: Mutex::new(TenantState::Loading),
-            overrides: Mutex::new(toml::Table::new()),
+            overrides: Mutex::new(TenantConfigOverrides::default()),
             conf: Arc::new(RwLock::new(res.conf.tenant_config.clone())),
             timelines: Mutex::new(HashMap::new()),
             res,
@@ -189,16 +179,17 @@ impl Tenant {
     pub fn create(
         tenant_id: TenantId,
         dir: PathBuf,
-        overrides: toml::Table,
+        overrides: TenantConfigOverrides,
         res: TenantResources,
     ) -> Result<Arc<Tenant>, TenantError> {
-        let effective =
-            effective_config(&res.conf.tenant_config, &overrides).map_err(TenantError::Invalid)?;
+        let effective = overrides
+            .apply(&res.conf.tenant_config)
+            .map_err(TenantError::Invalid)?;
         let sync = Sync::from_no_sync(res.conf.no_sync);
         let tmp = crashsafe::temp_path_for(&dir);
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(tmp.join("timelines")).map_err(io(&tmp))?;
-        let text = toml::to_string(&overrides).unwrap_or_default();
+        let text = overrides.to_toml();
         crashsafe::overwrite(&tmp.join(TENANT_CONFIG_FILE), text.as_bytes(), sync)
             .map_err(io(&tmp))?;
         crashsafe::fsync_dir(&tmp.join("timelines"), sync).map_err(io(&tmp))?;
@@ -225,15 +216,10 @@ impl Tenant {
 
     fn load_inner(self: &Arc<Self>) -> Result<(), TenantError> {
         let conf_path = self.dir.join(TENANT_CONFIG_FILE);
-        let text = std::fs::read_to_string(&conf_path).map_err(io(&conf_path))?;
-        let overrides: toml::Table = toml::from_str(&text).map_err(|e| {
-            TenantError::Config(ConfigError::Invalid {
-                path: conf_path.clone(),
-                message: e.message().to_string(),
-            })
-        })?;
-        let effective =
-            effective_config(&self.res.conf.tenant_config, &overrides).map_err(|message| {
+        let overrides = TenantConfigOverrides::load(&conf_path)?;
+        let effective = overrides
+            .apply(&self.res.conf.tenant_config)
+            .map_err(|message| {
                 TenantError::Config(ConfigError::Invalid {
                     path: conf_path.clone(),
                     message,
@@ -410,16 +396,20 @@ impl Tenant {
     }
 
     /// The config overrides.
-    pub fn overrides(&self) -> toml::Table {
+    pub fn overrides(&self) -> TenantConfigOverrides {
         self.overrides.lock().clone()
     }
 
     /// Replaces the config overrides (persisted crash-safely first).
-    pub fn set_overrides(&self, overrides: toml::Table) -> Result<TenantConfig, TenantError> {
-        let effective = effective_config(&self.res.conf.tenant_config, &overrides)
+    pub fn set_overrides(
+        &self,
+        overrides: TenantConfigOverrides,
+    ) -> Result<TenantConfig, TenantError> {
+        let effective = overrides
+            .apply(&self.res.conf.tenant_config)
             .map_err(TenantError::Invalid)?;
         let path = self.dir.join(TENANT_CONFIG_FILE);
-        let text = toml::to_string(&overrides).unwrap_or_default();
+        let text = overrides.to_toml();
         crashsafe::overwrite(
             &path,
             text.as_bytes(),

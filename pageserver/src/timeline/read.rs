@@ -56,9 +56,12 @@ pub enum ReadError {
     /// What was asked for does not exist at the LSN.
     #[error("{0}")]
     NotFound(String),
-    /// The request itself is invalid (an LSN below the timeline's start or GC cutoff).
+    /// The request itself is invalid (an LSN of 0, or below `not_modified_since`).
     #[error("{0}")]
     BadRequest(String),
+    /// The timeline has no data at the LSN: below its start or its GC cutoff.
+    #[error("{0}")]
+    LsnOutOfRange(String),
     /// A layer file failed (I/O or corruption).
     #[error(transparent)]
     Layer(#[from] LayerFileError),
@@ -116,7 +119,7 @@ impl Timeline {
     pub fn check_read_lsn(&self, lsn: Lsn) -> Result<(), ReadError> {
         let cutoff = self.gc_cutoff_lsn();
         if lsn < cutoff {
-            return Err(ReadError::BadRequest(format!(
+            return Err(ReadError::LsnOutOfRange(format!(
                 "LSN {lsn} is below the GC cutoff {cutoff}"
             )));
         }
@@ -126,7 +129,7 @@ impl Timeline {
             self.initdb_lsn
         };
         if lsn < start {
-            return Err(ReadError::BadRequest(format!(
+            return Err(ReadError::LsnOutOfRange(format!(
                 "LSN {lsn} is below the timeline's start {start}"
             )));
         }
