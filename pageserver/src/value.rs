@@ -35,7 +35,7 @@ pub fn will_init(v: &Value) -> bool {
 }
 
 /// Appends the stored form of `v` to `out`.
-pub fn encode(v: &Value, out: &mut BytesMut) {
+pub fn encode(v: &Value, out: &mut impl BufMut) {
     match v {
         Value::Image(img) => {
             out.put_u8(TAG_IMAGE);

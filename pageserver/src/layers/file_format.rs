@@ -302,9 +302,11 @@ impl LayerWriter {
         let header = (payload.len() as u32) | flags;
         let crc = crc32c::crc32c(payload);
         let tmp = &self.tmp_path;
+        let mut head = [0u8; BLOB_HEADER];
+        head[..4].copy_from_slice(&header.to_be_bytes());
+        head[4..].copy_from_slice(&crc.to_be_bytes());
         self.file
-            .write_all(&header.to_be_bytes())
-            .and_then(|_| self.file.write_all(&crc.to_be_bytes()))
+            .write_all(&head)
             .and_then(|_| self.file.write_all(payload))
             .map_err(io_err(tmp))?;
         let offset = self.offset;

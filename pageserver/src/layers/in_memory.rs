@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::RwLock;
 use utils::crashsafe::Sync;
 use utils::{Lsn, TenantId, TimelineId};
@@ -35,6 +35,50 @@ use crate::walingest::Value;
 /// Buffered tail of the ephemeral file, written out when it reaches this size.
 const TAIL_FLUSH: usize = 1 << 20;
 
+/// A key packed into two integers: the index compares these instead of six fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PackedKey(u128, u16);
+
+impl PackedKey {
+    fn new(k: &Key) -> PackedKey {
+        let b = k.to_bytes();
+        let mut hi = [0u8; 16];
+        hi.copy_from_slice(&b[..16]);
+        PackedKey(u128::from_be_bytes(hi), u16::from_be_bytes([b[16], b[17]]))
+    }
+
+    fn key(&self) -> Key {
+        let mut b = [0u8; crate::keyspace::KEY_SIZE];
+        b[..16].copy_from_slice(&self.0.to_be_bytes());
+        b[16..].copy_from_slice(&self.1.to_be_bytes());
+        Key::from_bytes(&b).unwrap_or(Key::MAX)
+    }
+}
+
+/// A key's entries in LSN order; most keys of a layer have one, kept without a heap
+/// allocation.
+#[derive(Debug, Clone)]
+enum Entries {
+    One(Entry),
+    Many(Vec<Entry>),
+}
+
+impl Entries {
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            Entries::One(e) => std::slice::from_ref(e),
+            Entries::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, e: Entry) {
+        match self {
+            Entries::One(first) => *self = Entries::Many(vec![*first, e]),
+            Entries::Many(v) => v.push(e),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     lsn: Lsn,
@@ -45,7 +89,7 @@ struct Entry {
 }
 
 struct Inner {
-    index: BTreeMap<Key, Vec<Entry>>,
+    index: BTreeMap<PackedKey, Entries>,
     file: File,
     path: PathBuf,
     /// Bytes of the file that are on disk; the rest is in `tail`.
@@ -185,40 +229,54 @@ impl InMemoryLayer {
         if self.end_lsn.get().is_some() {
             return Err(InMemoryError::Frozen);
         }
-        let mut buf = BytesMut::new();
         let mut inner = self.inner.write();
+        let Inner {
+            index,
+            file,
+            path,
+            on_disk,
+            tail,
+            values,
+            max_lsn,
+        } = &mut *inner;
         for (key, lsn, v) in batch {
-            let entries = inner.index.get(key);
-            let newest = entries.and_then(|e| e.last()).map(|e| e.lsn);
-            if *lsn < self.start_lsn || newest.is_some_and(|n| n >= *lsn) {
+            if *lsn < self.start_lsn {
                 return Err(InMemoryError::OutOfOrder {
                     key: *key,
                     lsn: *lsn,
-                    newest: newest.unwrap_or(self.start_lsn),
+                    newest: self.start_lsn,
                 });
             }
-            buf.clear();
-            value::encode(v, &mut buf);
-            let pos = inner.size();
-            inner.tail.extend_from_slice(&buf);
+            let slot = index.entry(PackedKey::new(key));
+            if let std::collections::btree_map::Entry::Occupied(o) = &slot {
+                let newest = o.get().as_slice()[o.get().as_slice().len() - 1].lsn;
+                if newest >= *lsn {
+                    return Err(InMemoryError::OutOfOrder {
+                        key: *key,
+                        lsn: *lsn,
+                        newest,
+                    });
+                }
+            }
+            // Encoded straight into the buffered tail of the file.
+            let pos = *on_disk + tail.len() as u64;
+            value::encode(v, tail);
             let entry = Entry {
                 lsn: *lsn,
                 pos,
-                len: buf.len() as u32,
+                len: (*on_disk + tail.len() as u64 - pos) as u32,
                 will_init: value::will_init(v),
                 is_image: matches!(v, Value::Image(_)),
             };
-            inner.index.entry(*key).or_default().push(entry);
-            inner.values += 1;
-            inner.max_lsn = Some(inner.max_lsn.map_or(*lsn, |m| m.max(*lsn)));
-            if inner.tail.len() >= TAIL_FLUSH {
-                let Inner {
-                    file,
-                    tail,
-                    on_disk,
-                    path,
-                    ..
-                } = &mut *inner;
+            match slot {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Entries::One(entry));
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().push(entry),
+            }
+            *values += 1;
+            *max_lsn = Some(max_lsn.map_or(*lsn, |m| m.max(*lsn)));
+            if tail.len() >= TAIL_FLUSH {
                 file.write_all_at(tail, *on_disk)
                     .map_err(|source| InMemoryError::Io {
                         path: path.clone(),
@@ -245,10 +303,10 @@ impl InMemoryLayer {
         out: &mut Vec<(Lsn, Value)>,
     ) -> Result<bool, InMemoryError> {
         let inner = self.inner.read();
-        let Some(entries) = inner.index.get(&key) else {
+        let Some(entries) = inner.index.get(&PackedKey::new(&key)) else {
             return Ok(false);
         };
-        for e in entries.iter().rev() {
+        for e in entries.as_slice().iter().rev() {
             if e.lsn >= range.end {
                 continue;
             }
@@ -277,15 +335,19 @@ impl InMemoryLayer {
         mut visit: impl FnMut(Key, Lsn, Value),
     ) -> Result<(), InMemoryError> {
         let inner = self.inner.read();
-        for (key, entries) in inner.index.range(keys) {
-            if let Some(e) = entries.iter().rev().find(|e| e.lsn < lsn_end) {
+        for (pk, entries) in inner
+            .index
+            .range(PackedKey::new(&keys.start)..PackedKey::new(&keys.end))
+        {
+            let key = pk.key();
+            if let Some(e) = entries.as_slice().iter().rev().find(|e| e.lsn < lsn_end) {
                 let raw = inner
                     .read_at(e.pos, e.len)
                     .map_err(|source| InMemoryError::Io {
                         path: inner.path.clone(),
                         source,
                     })?;
-                visit(*key, e.lsn, value::decode(raw)?);
+                visit(key, e.lsn, value::decode(raw)?);
             }
         }
         Ok(())
@@ -306,15 +368,27 @@ impl InMemoryLayer {
         let name = LayerName::delta(Key::MIN..Key::MAX, self.start_lsn..end);
         let mut w = LayerWriter::create(dir, tenant_id, timeline_id, &name, false)?;
         let inner = self.inner.read();
-        for (key, entries) in &inner.index {
-            for e in entries {
-                let raw = inner
-                    .read_at(e.pos, e.len)
-                    .map_err(|source| LayerFileError::Io {
-                        path: inner.path.clone(),
-                        source,
-                    })?;
-                w.put(*key, e.lsn, &raw, e.will_init, e.is_image)?;
+        // One sequential read of the file part (at most checkpoint_distance bytes) instead
+        // of a read per value: the values are in arrival order, the layer in key order.
+        let mut on_disk = vec![0u8; inner.on_disk as usize];
+        inner
+            .file
+            .read_exact_at(&mut on_disk, 0)
+            .map_err(|source| LayerFileError::Io {
+                path: inner.path.clone(),
+                source,
+            })?;
+        for (pk, entries) in &inner.index {
+            let key = pk.key();
+            for e in entries.as_slice() {
+                let (start, end) = (e.pos as usize, e.pos as usize + e.len as usize);
+                let raw: &[u8] = if e.pos >= inner.on_disk {
+                    let at = (e.pos - inner.on_disk) as usize;
+                    &inner.tail[at..at + e.len as usize]
+                } else {
+                    &on_disk[start..end]
+                };
+                w.put(key, e.lsn, raw, e.will_init, e.is_image)?;
             }
         }
         drop(inner);
