@@ -76,7 +76,14 @@ async fn wal_push_commit_and_read_back() {
     );
     // A heartbeat carries the commit LSN.
     p.send(&Proposer::append(1, end, &[], end)).await.unwrap();
-    let r = p.wait_flush(end).await.pop().unwrap();
+    // A response to an earlier append may still be on its way (flush at `end`, the old
+    // commit LSN): read on until the heartbeat's own answer (each read is bounded).
+    let r = loop {
+        let r = p.wait_flush(end).await.pop().unwrap();
+        if r.commit_lsn == end {
+            break r;
+        }
+    };
     assert_eq!((r.flush_lsn, r.commit_lsn), (end, end));
 
     // The HTTP status shows the proposer while it is connected.

@@ -786,9 +786,10 @@ def test_pageserver_http_bad_input(pageserver: Pageserver, test_dir: TestDir):
         (http.layers, (tenant, unknown)),
         (http.relations, (tenant, unknown)),
         (http.timeline_create, (unknown, random_id())),
-        (http.timeline_branch, (tenant, random_id(), unknown)),
     ]:
         expect_error(404, fn, *args)
+    # An unknown ancestor in the body (the path's tenant exists) is a conflict, not a 404.
+    expect_error(409, http.timeline_branch, tenant, random_id(), unknown)
 
     json_header = {"Content-Type": "application/json"}
     cases: list[tuple[str | None, Callable[[], Any]]] = [

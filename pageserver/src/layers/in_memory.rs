@@ -114,6 +114,17 @@ impl Inner {
     fn size(&self) -> u64 {
         self.on_disk + self.tail.len() as u64
     }
+
+    /// An entry's value, decoded.
+    fn value(&self, e: &Entry) -> Result<Value, InMemoryError> {
+        let raw = self
+            .read_at(e.pos, e.len)
+            .map_err(|source| InMemoryError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(value::decode(raw)?)
+    }
 }
 
 /// An open or frozen in-memory layer.
@@ -313,13 +324,7 @@ impl InMemoryLayer {
             if e.lsn < range.start {
                 break;
             }
-            let raw = inner
-                .read_at(e.pos, e.len)
-                .map_err(|source| InMemoryError::Io {
-                    path: inner.path.clone(),
-                    source,
-                })?;
-            out.push((e.lsn, value::decode(raw)?));
+            out.push((e.lsn, inner.value(e)?));
             if e.will_init {
                 return Ok(true);
             }
@@ -341,13 +346,7 @@ impl InMemoryLayer {
         {
             let key = pk.key();
             if let Some(e) = entries.as_slice().iter().rev().find(|e| e.lsn < lsn_end) {
-                let raw = inner
-                    .read_at(e.pos, e.len)
-                    .map_err(|source| InMemoryError::Io {
-                        path: inner.path.clone(),
-                        source,
-                    })?;
-                visit(key, e.lsn, value::decode(raw)?);
+                visit(key, e.lsn, inner.value(e)?);
             }
         }
         Ok(())
