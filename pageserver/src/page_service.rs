@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::StreamExt;
+use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use pageserver_api::reltag::{MAX_FORKNUM, RelTag};
 use postgres_ffi::types::DEFAULTTABLESPACE_OID;
 use pq_proto::error::SqlState;
@@ -389,59 +390,43 @@ async fn pagestream(
     let (mut reader, mut writer) = conn.into_split();
     writer.write_be(&BeMessage::CopyBothResponse);
     writer.flush().await?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Bytes>>(PIPELINE_DEPTH);
-    let read_task = tokio::spawn(async move {
-        loop {
-            match reader.read_fe_message(MAX_MESSAGE).await {
-                Ok(Some(FeMessage::CopyData(d))) => {
-                    if tx.send(Some(d)).await.is_err() {
-                        return;
-                    }
-                }
-                _ => {
-                    let _ = tx.send(None).await;
-                    return;
-                }
-            }
-        }
-    });
-    let mut inflight = FuturesOrdered::new();
+    // One task reads requests and writes answers: with one request in flight (the common
+    // client) an answer costs no wake-up of another task. Reading is cancel-safe (a
+    // partly read message stays in the reader's buffer), so it can sit in the select.
+    let mut inflight: FuturesOrdered<BoxFuture<'static, Bytes>> = FuturesOrdered::new();
     let mut input_open = true;
-    let result = loop {
+    loop {
         tokio::select! {
-            _ = cancel.cancelled() => break Ok(()),
-            _ = tl.cancel.cancelled() => break Ok(()),
-            msg = rx.recv(), if input_open && inflight.len() < PIPELINE_DEPTH => {
-                match msg.flatten() {
-                    Some(d) => {
-                        let tl = tl.clone();
-                        inflight.push_back(async move {
-                            match Request::decode(d) {
-                                Ok(r) => handle(&tl, &r, wait).await,
-                                Err(e) => error_response(&format!("invalid request: {e}")),
-                            }
-                        });
-                    }
-                    None => input_open = false,
-                }
-            }
+            biased;
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tl.cancel.cancelled() => return Ok(()),
             Some(resp) = inflight.next(), if !inflight.is_empty() => {
                 writer.write_copy_data(&resp);
-                if inflight.is_empty()
-                    && rx.is_empty()
-                    && let Err(e) = writer.flush().await
-                {
-                    break Err(e);
+                writer.flush().await?;
+            }
+            msg = reader.read_fe_message(MAX_MESSAGE), if input_open && inflight.len() < PIPELINE_DEPTH => {
+                match msg? {
+                    Some(FeMessage::CopyData(d)) => {
+                        let tl = tl.clone();
+                        inflight.push_back(
+                            async move {
+                                match Request::decode(d) {
+                                    Ok(r) => handle(&tl, &r, wait).await,
+                                    Err(e) => error_response(&format!("invalid request: {e}")),
+                                }
+                            }
+                            .boxed(),
+                        );
+                    }
+                    // CopyDone, Terminate, end of stream: answer what is in flight, then end.
+                    _ => input_open = false,
                 }
             }
-            else => break Ok(()),
         }
         if !input_open && inflight.is_empty() {
-            break writer.flush().await;
+            return writer.flush().await;
         }
-    };
-    read_task.abort();
-    result
+    }
 }
 
 #[cfg(test)]
