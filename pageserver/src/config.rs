@@ -160,7 +160,7 @@ impl TenantConfig {
     }
 }
 
-/// Parses a duration of the API's form `^[0-9]+(ms|s|m|h|d)$` (`250ms`, `10s`, `5m`, `2h`,
+/// Parses a duration of the API's form `^[0-9]{1,9}(ms|s|m|h|d)$` (`250ms`, `10s`, `5m`, `2h`,
 /// `7d`): one number, one unit, so the schema's pattern and the handler agree.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
@@ -220,7 +220,7 @@ pub struct TenantConfigOverrides {
         skip_serializing_if = "Option::is_none",
         with = "opt_duration"
     )]
-    #[schema(value_type = Option<String>, pattern = "^[0-9]*[1-9][0-9]*(ms|s|m|h|d)$")]
+    #[schema(value_type = Option<String>, pattern = "^0{0,9}[1-9][0-9]{0,8}(ms|s|m|h|d)$")]
     pub checkpoint_timeout: Option<Duration>,
     /// See [`TenantConfig::gc_horizon`].
     #[serde(
@@ -236,7 +236,7 @@ pub struct TenantConfigOverrides {
         skip_serializing_if = "Option::is_none",
         with = "opt_duration"
     )]
-    #[schema(value_type = Option<String>, pattern = "^[0-9]+(ms|s|m|h|d)$")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,9}(ms|s|m|h|d)$")]
     pub pitr_interval: Option<Duration>,
     /// See [`TenantConfig::gc_period`].
     #[serde(
@@ -244,7 +244,7 @@ pub struct TenantConfigOverrides {
         skip_serializing_if = "Option::is_none",
         with = "opt_duration"
     )]
-    #[schema(value_type = Option<String>, pattern = "^[0-9]+(ms|s|m|h|d)$")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,9}(ms|s|m|h|d)$")]
     pub gc_period: Option<Duration>,
     /// See [`TenantConfig::compaction_period`].
     #[serde(
@@ -252,7 +252,7 @@ pub struct TenantConfigOverrides {
         skip_serializing_if = "Option::is_none",
         with = "opt_duration"
     )]
-    #[schema(value_type = Option<String>, pattern = "^[0-9]+(ms|s|m|h|d)$")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,9}(ms|s|m|h|d)$")]
     pub compaction_period: Option<Duration>,
     /// See [`TenantConfig::compaction_threshold`].
     #[serde(
@@ -284,7 +284,7 @@ pub struct TenantConfigOverrides {
         skip_serializing_if = "Option::is_none",
         with = "opt_duration"
     )]
-    #[schema(value_type = Option<String>, pattern = "^[0-9]+(ms|s|m|h|d)$")]
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,9}(ms|s|m|h|d)$")]
     pub walreceiver_connect_timeout: Option<Duration>,
     /// See [`TenantConfig::max_lsn_wal_lag`].
     #[serde(

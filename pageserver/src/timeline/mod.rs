@@ -464,6 +464,12 @@ impl Timeline {
         self.disk_consistent_lsn()
     }
 
+    /// Whether [`Timeline::shutdown`] has begun: errors seen after it are the shutdown's,
+    /// not the data's.
+    pub fn is_stopping(&self) -> bool {
+        self.cancel.is_cancelled() || matches!(self.state(), TimelineState::Stopping)
+    }
+
     /// Stops the timeline's tasks; it never becomes Active again.
     pub fn shutdown(&self) {
         self.set_state(TimelineState::Stopping);

@@ -175,6 +175,17 @@ pub fn spawn(tl: Arc<Timeline>, res: TenantResources) {
                     attempt += 1;
                     continue;
                 }
+                Err(connection::StreamError::Fatal(e)) if tl.is_stopping() => {
+                    // A shutdown raced the commit: the timeline refused the write because
+                    // it is stopping, which is not a failure of the WAL.
+                    info!(
+                        tenant_id = %tl.tenant_id,
+                        timeline_id = %tl.timeline_id,
+                        "ingest ended by shutdown at {}: {e}",
+                        tl.last_record_lsn()
+                    );
+                    return;
+                }
                 Err(connection::StreamError::Fatal(e)) => {
                     // The timeline stays readable below the failed record.
                     tracing::error!(
