@@ -164,6 +164,9 @@ impl TenantConfig {
 /// `7d`): one number, one unit, so the schema's pattern and the handler agree.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 9 {
+        return Err(format!("{text:?}: at most 9 digits"));
+    }
     let (n, unit) = text.split_at(digits);
     let n: u64 = n
         .parse()
@@ -214,13 +217,14 @@ pub struct TenantConfigOverrides {
     )]
     #[schema(value_type = Option<i64>, minimum = 1)]
     pub checkpoint_distance: Option<u64>,
-    /// See [`TenantConfig::checkpoint_timeout`] (positive).
+    /// See [`TenantConfig::checkpoint_timeout`] (positive). The pattern spells out "1 to 9
+    /// digits, not all zero" without a lookahead, which not every schema tool supports.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         with = "opt_duration"
     )]
-    #[schema(value_type = Option<String>, pattern = "^0{0,9}[1-9][0-9]{0,8}(ms|s|m|h|d)$")]
+    #[schema(value_type = Option<String>, pattern = "^(?:[1-9][0-9]{0,8}|0[1-9][0-9]{0,7}|0{2}[1-9][0-9]{0,6}|0{3}[1-9][0-9]{0,5}|0{4}[1-9][0-9]{0,4}|0{5}[1-9][0-9]{0,3}|0{6}[1-9][0-9]{0,2}|0{7}[1-9][0-9]?|0{8}[1-9])(ms|s|m|h|d)$")]
     pub checkpoint_timeout: Option<Duration>,
     /// See [`TenantConfig::gc_horizon`].
     #[serde(
@@ -597,6 +601,7 @@ mod tests {
             "-1s",
             "10x",
             "99999999999999999999d",
+            "1000000000s",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

@@ -146,6 +146,8 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
         pg_bin_dir: conf.pg_bin_dir(),
         pg_user: conf.pg_user.clone(),
         processes: conf.walredo_processes,
+        // Used when /dev/shm cannot be (noexec in many containers).
+        fallback_scratch_parent: workdir.join("walredo_scratch"),
         ..WalRedoConfig::default()
     })
     .context("starting the redo pool")?;

@@ -533,10 +533,45 @@ cleanup_after_error(void)
 	drop_touched();
 }
 
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/*
+ * Before a FATAL or PANIC ends the process, deliver the replies already
+ * finished: the client fails only the request at the front of its queue (the
+ * one that killed us) and retries the rest, which is right only if every
+ * earlier reply reached it. Best effort and without ereport: we are inside
+ * error reporting.
+ */
+static void
+flush_before_dying(ErrorData *edata)
+{
+	if (edata->elevel >= FATAL && reply_fd >= 0)
+	{
+		size_t		done = 0;
+
+		while (done < out_len)
+		{
+			ssize_t		n = write(reply_fd, outbuf + done, out_len - done);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			done += n;
+		}
+		out_len = 0;
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
 static void
 serve_forever(void)
 {
 	char	   *page_out = MemoryContextAlloc(TopMemoryContext, BLCKSZ);
+
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = flush_before_dying;
 
 	for (;;)
 	{

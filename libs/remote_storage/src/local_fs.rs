@@ -17,6 +17,12 @@
 //! - Listings follow S3 semantics: string prefixes, keys in byte order, and with a
 //!   delimiter a directory is a common prefix only if some object lies below it.
 //!   Directories left empty by deletes are removed.
+//! - An operation that returned (timed out, cancelled, dropped) never changes storage
+//!   afterwards: its blocking task checks, under the key lock and just before the rename
+//!   or delete, whether its caller is still waiting ([`Abandoned`]). Without that, a late
+//!   commit of a timed-out upload could overwrite a newer upload of the same key.
+//! - I/O errors a retry can fix (EINTR, EAGAIN, EMFILE, ENFILE, EIO, a failed blocking
+//!   task) are [`Error::Transient`]; the rest are permanent.
 //! - A key cannot be both an object and a prefix of another key (`a` and `a/b`), as a file
 //!   system cannot hold a file and a directory of one name: such an upload is refused as
 //!   [`Error::BadInput`].
@@ -26,6 +32,7 @@ use std::hash::{Hash, Hasher};
 use std::io::{self, SeekFrom};
 use std::num::NonZeroU32;
 use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -62,15 +69,75 @@ struct Inner {
     small_timeout: Duration,
     sync: Sync,
     locks: Vec<Mutex<()>>,
+    /// Test hook: how long a commit waits (outside the key lock) before it takes the lock.
+    #[cfg(test)]
+    commit_delay: Mutex<Option<Duration>>,
+}
+
+/// Whether an I/O error may go away on retry: interrupted or would-block calls, descriptor
+/// exhaustion (ours or the system's), and EIO (a flaky device or network file system).
+fn io_error_is_transient(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error().is_some_and(|n| {
+        matches!(
+            Errno::from_raw(n),
+            Errno::EINTR | Errno::EAGAIN | Errno::EMFILE | Errno::ENFILE | Errno::EIO
+        )
+    })
 }
 
 fn io_error(what: impl std::fmt::Display, e: io::Error) -> Error {
+    let transient = io_error_is_transient(&e);
     let err = anyhow::Error::new(e).context(what.to_string());
-    Error::Permanent(err)
+    if transient {
+        Error::Transient(err)
+    } else {
+        Error::Permanent(err)
+    }
 }
 
+/// A blocking task that panicked or was cancelled at shutdown: nothing about the request
+/// says a retry fails too.
 fn join_error(e: tokio::task::JoinError) -> Error {
-    Error::Permanent(anyhow::anyhow!("local fs task failed: {e}"))
+    Error::Transient(anyhow::anyhow!("local fs task failed: {e}"))
+}
+
+/// Set when the caller of a blocking operation stopped waiting (its future was dropped by
+/// a timeout, a cancellation or the caller itself). Checked under the key lock before
+/// anything changes storage, so an abandoned operation changes nothing after its caller
+/// saw it fail.
+#[derive(Debug, Default, Clone)]
+struct Abandoned(Arc<AtomicBool>);
+
+impl Abandoned {
+    /// `Err` once the caller has gone: the operation must stop without changing storage.
+    fn check(&self, key: &RemotePath) -> Result<(), Error> {
+        if self.0.load(Ordering::SeqCst) {
+            tracing::info!("{key}: caller gave up before the commit; leaving storage as it is");
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+}
+
+/// Marks the operation abandoned when dropped before [`AbandonOnDrop::finish`].
+struct AbandonOnDrop(Option<Abandoned>);
+
+impl AbandonOnDrop {
+    fn finish(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            a.0.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 fn is_reserved(name: &str) -> bool {
@@ -138,6 +205,8 @@ impl LocalFs {
                 small_timeout,
                 sync: Sync::Yes,
                 locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+                #[cfg(test)]
+                commit_delay: Mutex::new(None),
             }),
         })
     }
@@ -165,6 +234,19 @@ impl LocalFs {
         tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(join_error)?
+    }
+
+    /// [`LocalFs::blocking`] for an operation that changes storage: `f` gets the
+    /// [`Abandoned`] flag, which is set if this future is dropped before the task ends.
+    async fn blocking_change<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner, &Abandoned) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Error> {
+        let abandoned = Abandoned::default();
+        let guard = AbandonOnDrop(Some(abandoned.clone()));
+        let r = self.blocking(move |inner| f(inner, &abandoned)).await;
+        guard.finish();
+        r
     }
 
     /// A fresh temp file name next to `target`: unique, so concurrent uploads of one key
@@ -216,8 +298,10 @@ impl LocalFs {
             .map_err(|e| io_error(format!("write {temp}"), e))?;
         drop(file);
         let commit_temp = temp.clone();
-        self.blocking(move |inner| {
+        self.blocking_change(move |inner, abandoned| {
+            inner.test_commit_delay();
             let _lock = inner.lock(&key);
+            abandoned.check(&key)?;
             inner.commit(&commit_temp, &target, &key, metadata.as_ref())
         })
         .await?;
@@ -236,7 +320,7 @@ impl LocalFs {
         metadata: Option<StorageMetadata>,
     ) -> Result<(), Error> {
         let (dir, temp) = self.temp_for(&target);
-        self.blocking(move |inner| {
+        self.blocking_change(move |inner, abandoned| {
             let result = (|| {
                 let mut attempt = 0;
                 let copied = loop {
@@ -259,7 +343,9 @@ impl LocalFs {
                         "upload source {src} has {copied} bytes, not the declared {size}"
                     )));
                 }
+                inner.test_commit_delay();
                 let _lock = inner.lock(&key);
+                abandoned.check(&key)?;
                 inner.commit(&temp, &target, &key, metadata.as_ref())
             })();
             if result.is_err() {
@@ -272,6 +358,17 @@ impl LocalFs {
 }
 
 impl Inner {
+    #[cfg(test)]
+    fn test_commit_delay(&self) {
+        let delay = *self.commit_delay.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
+    }
+
+    #[cfg(not(test))]
+    fn test_commit_delay(&self) {}
+
     /// Creates the object's directory; a parent that is an object is the caller's error.
     fn ensure_dir(&self, dir: &Utf8Path, key: &RemotePath) -> Result<(), Error> {
         crashsafe::create_dir_all(dir.as_std_path(), self.sync).map_err(|e| match e.kind() {
@@ -353,8 +450,14 @@ impl Inner {
         Ok((file, meta, metadata))
     }
 
-    fn delete(&self, key: &RemotePath, path: &Utf8Path) -> Result<(), Error> {
+    fn delete(
+        &self,
+        key: &RemotePath,
+        path: &Utf8Path,
+        abandoned: &Abandoned,
+    ) -> Result<(), Error> {
         let _lock = self.lock(key);
+        abandoned.check(key)?;
         for p in [path.to_owned(), sidecar_path(path)] {
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
@@ -642,7 +745,10 @@ impl RemoteStorage for LocalFs {
         timed(
             self.inner.small_timeout,
             cancel,
-            self.blocking(move |inner| inner.delete(&key, &file_path)),
+            self.blocking_change(move |inner, abandoned| {
+                inner.test_commit_delay();
+                inner.delete(&key, &file_path, abandoned)
+            }),
         )
         .await
     }
@@ -659,10 +765,10 @@ impl RemoteStorage for LocalFs {
         timed(
             self.inner.timeout,
             cancel,
-            self.blocking(move |inner| {
+            self.blocking_change(move |inner, abandoned| {
                 items
                     .iter()
-                    .try_for_each(|(key, path)| inner.delete(key, path))
+                    .try_for_each(|(key, path)| inner.delete(key, path, abandoned))
             }),
         )
         .await
@@ -699,5 +805,86 @@ impl RemoteStorage for LocalFs {
             self.write_object(to.clone(), target, reader, metadata),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn storage(timeout: Duration) -> (tempfile::TempDir, LocalFs) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Utf8PathBuf::from_path_buf(dir.path().to_path_buf()).unwrap();
+        let fs = LocalFs::new(root, timeout, timeout).unwrap();
+        (dir, fs)
+    }
+
+    async fn put(fs: &LocalFs, key: &RemotePath, data: &'static [u8]) -> Result<(), Error> {
+        let cancel = CancellationToken::new();
+        let source = UploadSource::from_bytes(bytes::Bytes::from_static(data));
+        fs.upload(source, data.len() as u64, key, None, &cancel)
+            .await
+    }
+
+    async fn get(fs: &LocalFs, key: &RemotePath) -> Vec<u8> {
+        let cancel = CancellationToken::new();
+        let d = fs
+            .download(key, &DownloadOpts::default(), &cancel)
+            .await
+            .unwrap();
+        let chunks: Vec<bytes::Bytes> = d.stream.try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_upload_never_overwrites_a_later_one() {
+        let (_dir, fs) = storage(Duration::from_millis(200));
+        let key = RemotePath::new("tenants/t/index_part.json").unwrap();
+        put(&fs, &key, b"v0").await.unwrap();
+        *fs.inner.commit_delay.lock().unwrap() = Some(Duration::from_millis(600));
+        let e = put(&fs, &key, b"v1-late").await.unwrap_err();
+        assert!(matches!(e, Error::Timeout(_)), "{e}");
+        *fs.inner.commit_delay.lock().unwrap() = None;
+        put(&fs, &key, b"v2").await.unwrap();
+        // Well past the late commit's wake-up.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(get(&fs, &key).await, b"v2");
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_delete_never_deletes_a_later_upload() {
+        let (_dir, fs) = storage(Duration::from_millis(200));
+        let key = RemotePath::new("a/b").unwrap();
+        put(&fs, &key, b"old").await.unwrap();
+        *fs.inner.commit_delay.lock().unwrap() = Some(Duration::from_millis(600));
+        let cancel = CancellationToken::new();
+        let e = fs.delete(&key, &cancel).await.unwrap_err();
+        assert!(matches!(e, Error::Timeout(_)), "{e}");
+        *fs.inner.commit_delay.lock().unwrap() = None;
+        put(&fs, &key, b"new").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(get(&fs, &key).await, b"new");
+    }
+
+    #[test]
+    fn transient_io_errors_are_transient() {
+        for errno in [
+            nix::errno::Errno::EINTR,
+            nix::errno::Errno::EAGAIN,
+            nix::errno::Errno::EMFILE,
+            nix::errno::Errno::ENFILE,
+            nix::errno::Errno::EIO,
+        ] {
+            let e = io_error("op", io::Error::from_raw_os_error(errno as i32));
+            assert!(e.is_transient(), "{errno}: {e}");
+        }
+        for errno in [
+            nix::errno::Errno::EACCES,
+            nix::errno::Errno::ENOSPC,
+            nix::errno::Errno::EROFS,
+        ] {
+            let e = io_error("op", io::Error::from_raw_os_error(errno as i32));
+            assert!(!e.is_transient(), "{errno}: {e}");
+        }
     }
 }

@@ -98,3 +98,17 @@ pub(super) fn restart(reason: &str) {
 pub(super) fn process_started() {
     STARTS.inc();
 }
+
+static RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_wal_redo_retries_total",
+            "Requests retried because their process died under another request"
+        ),
+        "pageserver_wal_redo_retries_total",
+    )
+});
+
+pub(super) fn retry() {
+    RETRIES.inc();
+}

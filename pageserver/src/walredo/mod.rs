@@ -11,7 +11,10 @@
 //!   LSN; anything else is [`WalRedoError::InvalidHistory`], never silently skipped;
 //! - a process is replaced after an error reply, after it dies, after
 //!   `max_requests_per_process` requests, or when its scratch directory outgrows
-//!   `max_scratch_bytes`; a request whose process died is retried once on a fresh one;
+//!   `max_scratch_bytes`;
+//! - when a process dies or stops answering, only the request it was working on fails;
+//!   the requests queued behind it are retried on a fresh process (up to
+//!   [`MAX_RETRIES`] times), so one poisoned page never kills a second process;
 //! - no child outlives the manager: [`WalRedoManager::shutdown`] kills and reaps them,
 //!   and dropping does at least the kill.
 
@@ -46,12 +49,17 @@ pub enum WalRedoError {
     /// PostgreSQL's redo reported an error for this request (the process lives on).
     #[error("redo failed: {0}")]
     Redo(String),
-    /// The process died (e.g. a PANIC) before answering.
+    /// The process died (e.g. a PANIC) while working on this request.
     #[error("walredo process died: {0}")]
     ProcessDied(String),
-    /// No reply within the request timeout; the process was killed.
+    /// The process answered nothing for this long while working on this request; it was
+    /// killed.
     #[error("walredo request timed out after {0:?}")]
     Timeout(Duration),
+    /// The process died while this request waited behind another one; not this request's
+    /// doing, so the manager retries it.
+    #[error("walredo process died before this request's turn: {0}")]
+    Aborted(String),
     /// The history cannot be a page's: out of order, no base, wrong page.
     #[error("invalid page history: {0}")]
     InvalidHistory(String),
@@ -70,6 +78,9 @@ pub struct WalRedoConfig {
     pub pg_bin_dir: PathBuf,
     /// Where scratch directories go; tmpfs is best.
     pub scratch_parent: PathBuf,
+    /// Where they go when `scratch_parent` cannot hold them (e.g. `/dev/shm` mounted
+    /// `noexec` in a container): a private directory, normally under the workdir.
+    pub fallback_scratch_parent: PathBuf,
     /// The unprivileged user PostgreSQL runs as when we are root.
     pub pg_user: String,
     /// Processes in the pool.
@@ -78,7 +89,8 @@ pub struct WalRedoConfig {
     pub max_requests_per_process: u64,
     /// Replace a process once its scratch directory holds more than this.
     pub max_scratch_bytes: u64,
-    /// Per-request timeout.
+    /// How long a process with requests in flight may go without answering any before
+    /// it is killed (time queued behind other requests does not count).
     pub request_timeout: Duration,
     /// `shared_buffers` of each process: tiny, because every request drops its buffers
     /// with a scan of the whole pool.
@@ -95,6 +107,7 @@ impl Default for WalRedoConfig {
             } else {
                 std::env::temp_dir()
             },
+            fallback_scratch_parent: std::env::temp_dir(),
             pg_user: "strata".into(),
             processes: 2,
             max_requests_per_process: 100_000,
@@ -105,14 +118,19 @@ impl Default for WalRedoConfig {
     }
 }
 
+/// How many times a request is retried after its process died under another request.
+pub const MAX_RETRIES: u32 = 3;
+
 /// How often (in requests) a process's scratch size is checked.
 const SCRATCH_CHECK_INTERVAL: u64 = 1024;
 
 /// The pool of redo processes and the Rust fast paths.
 pub struct WalRedoManager {
     conf: WalRedoConfig,
-    scratch: ScratchRoot,
+    // Declared before `scratch`, so dropped first: the children are killed before their
+    // scratch directories are removed.
     slots: Vec<tokio::sync::Mutex<Option<Arc<RedoProcess>>>>,
+    scratch: ScratchRoot,
     next_slot: AtomicUsize,
     next_seq: AtomicU64,
     shutdown: tokio_util::sync::CancellationToken,
@@ -135,14 +153,20 @@ impl WalRedoManager {
             ));
         }
         let run_as = RunAs::for_current_process(&conf.pg_user)?;
-        let scratch = ScratchRoot::create(&conf.scratch_parent, &conf.pg_bin_dir, run_as)?;
+        let scratch = ScratchRoot::create(
+            &conf.scratch_parent,
+            &conf.fallback_scratch_parent,
+            &conf.pg_bin_dir,
+            run_as,
+        )?;
+        tracing::info!("redo scratch space: {}", scratch.path().display());
         let slots = (0..conf.processes)
             .map(|_| tokio::sync::Mutex::new(None))
             .collect();
         Ok(WalRedoManager {
             conf,
-            scratch,
             slots,
+            scratch,
             next_slot: AtomicUsize::new(0),
             next_seq: AtomicU64::new(1),
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -235,19 +259,15 @@ impl WalRedoManager {
         loop {
             let process = self.get_process().await?;
             let result = process
-                .request(
-                    |id| protocol::encode_redo(id, tag, base, &refs),
-                    self.conf.request_timeout,
-                )
+                .request(|id| protocol::encode_redo(id, tag, base, &refs))
                 .await;
             self.maybe_retire(&process).await;
             match result {
-                Err(WalRedoError::ProcessDied(why))
-                    if attempt == 0 && !self.shutdown.is_cancelled() =>
+                Err(WalRedoError::Aborted(why))
+                    if attempt < MAX_RETRIES && !self.shutdown.is_cancelled() =>
                 {
-                    tracing::info!(
-                        "{tag}: walredo process died ({why}); retrying once on a new process"
-                    );
+                    tracing::debug!("{tag}: {why}; retrying on a new process");
+                    metrics::retry();
                     attempt += 1;
                 }
                 Ok(page) if page.len() != BLCKSZ => {
@@ -315,14 +335,14 @@ impl WalRedoManager {
     /// Sends a ping through a pool process: measures the bare round trip.
     pub async fn ping(&self) -> Result<(), WalRedoError> {
         let p = self.get_process().await?;
-        let result = p
-            .request(
-                |id| Ok(protocol::encode_ping(id)),
-                self.conf.request_timeout,
-            )
-            .await;
+        let result = p.request(|id| Ok(protocol::encode_ping(id))).await;
         self.maybe_retire(&p).await;
         result.map(|_| ())
+    }
+
+    /// Where the redo processes' scratch directories are.
+    pub fn scratch_path(&self) -> &std::path::Path {
+        self.scratch.path()
     }
 
     /// The pids of the live pool processes (for diagnostics and tests).

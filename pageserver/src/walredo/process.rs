@@ -4,9 +4,19 @@
 //! in-flight queue and then writes it to the child's stdin; a reader task matches replies
 //! to the queue in order. Because only the writer task touches stdin, a caller that gives
 //! up (timeout, cancellation) never leaves half a request in the pipe: the stream stays
-//! framed. A mismatched or malformed reply, EOF, or a write error kills the process and
-//! fails everything in flight with the reason (including the tail of its stderr, where a
-//! PANIC shows up).
+//! framed. A mismatched or malformed reply, EOF, or a write error kills the process.
+//!
+//! Replies come back in request order, so when the process dies the request at the front
+//! of the in-flight queue is the one PostgreSQL was working on: it alone gets the death
+//! ([`WalRedoError::ProcessDied`] or [`WalRedoError::Timeout`], with the tail of stderr,
+//! where a PANIC shows up); everything queued behind it gets [`WalRedoError::Aborted`],
+//! which the manager retries on a fresh process. One poisoned request therefore fails
+//! alone instead of taking its neighbours, and a retry never kills a second process.
+//!
+//! A watchdog kills a process that has requests in flight and has answered none of them
+//! for `request_timeout` (counted from its last reply or the front request's submission,
+//! whichever is later): a busy, healthy process with a long queue is never killed, because
+//! time spent waiting behind other requests is not the process being stuck.
 //!
 //! Invariant: the child is always killed and reaped — on any failure, on [`kill`], and
 //! on drop (SIGKILL; tokio reaps it).
@@ -18,7 +28,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -38,7 +48,26 @@ struct Pending {
     reply: oneshot::Sender<ReplyResult>,
 }
 
-type InFlight = Arc<Mutex<VecDeque<(u64, oneshot::Sender<ReplyResult>)>>>;
+/// A request written (or being written) to the process, awaiting its reply.
+struct Waiter {
+    id: u64,
+    /// When it entered the in-flight queue: the watchdog's clock starts here for the
+    /// front request.
+    queued_at: Instant,
+    reply: oneshot::Sender<ReplyResult>,
+}
+
+/// The in-flight queue and the time of the last reply, under one lock so the watchdog
+/// sees them consistently.
+#[derive(Default)]
+struct InFlightState {
+    waiters: VecDeque<Waiter>,
+    last_reply: Option<Instant>,
+}
+
+type InFlight = Arc<Mutex<InFlightState>>;
+
+type SharedChild = Arc<Mutex<Option<Child>>>;
 
 /// How much of a dead process's stderr we keep for error messages.
 const STDERR_TAIL_LINES: usize = 20;
@@ -50,7 +79,7 @@ pub struct RedoProcess {
     pid: u32,
     datadir: PathBuf,
     requests: mpsc::UnboundedSender<Pending>,
-    child: Mutex<Option<Child>>,
+    child: SharedChild,
     dead: Arc<AtomicBool>,
     next_id: AtomicU64,
     /// Requests answered successfully or with an error reply.
@@ -128,18 +157,35 @@ impl RedoProcess {
         };
 
         let dead = Arc::new(AtomicBool::new(false));
+        let timed_out = Arc::new(AtomicBool::new(false));
         let inflight: InFlight = Arc::default();
         let stderr_tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();
+        let child: SharedChild = Arc::new(Mutex::new(Some(child)));
+        let (stderr_done_tx, stderr_done) = oneshot::channel();
 
-        tokio::spawn(log_stderr(seq, stderr, stderr_tail.clone()));
+        tokio::spawn(log_stderr(seq, stderr, stderr_tail.clone(), stderr_done_tx));
         tokio::spawn(write_requests(rx, stdin, inflight.clone(), dead.clone()));
+        tokio::spawn(watchdog(
+            seq,
+            conf.request_timeout,
+            inflight.clone(),
+            dead.clone(),
+            timed_out.clone(),
+            Arc::downgrade(&child),
+        ));
         tokio::spawn(read_replies(
             seq,
             stdout,
             inflight,
-            dead.clone(),
-            stderr_tail,
+            Death {
+                dead: dead.clone(),
+                timed_out,
+                timeout: conf.request_timeout,
+                stderr_tail,
+                stderr_done,
+                child: Arc::downgrade(&child),
+            },
         ));
 
         let process = RedoProcess {
@@ -147,17 +193,28 @@ impl RedoProcess {
             pid,
             datadir,
             requests: tx,
-            child: Mutex::new(Some(child)),
+            child,
             dead,
             next_id: AtomicU64::new(1),
             served: AtomicU64::new(0),
             had_error: AtomicBool::new(false),
         };
         // Startup takes ~20 ms; a process that cannot answer a ping in 30 s is broken.
-        process
-            .request(|id| Ok(protocol::encode_ping(id)), Duration::from_secs(30))
-            .await
-            .map_err(|e| WalRedoError::Setup(format!("redo process did not start: {e}")))?;
+        let ping = process.request(|id| Ok(protocol::encode_ping(id)));
+        match tokio::time::timeout(Duration::from_secs(30), ping).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(WalRedoError::Setup(format!(
+                    "redo process did not start: {e}"
+                )));
+            }
+            Err(_) => {
+                process.kill();
+                return Err(WalRedoError::Setup(
+                    "redo process did not answer a ping in 30 s".into(),
+                ));
+            }
+        }
         tracing::info!(seq, pid, "started walredo process");
         Ok(process)
     }
@@ -178,33 +235,21 @@ impl RedoProcess {
     }
 
     /// Sends one request (built by `encode` from a fresh request id) and waits for its
-    /// reply. A timeout kills the process: a stuck redo would block every later request.
-    pub async fn request(
-        &self,
-        encode: impl FnOnce(u64) -> Result<Bytes, String>,
-        timeout: Duration,
-    ) -> ReplyResult {
+    /// reply. No deadline here: the process's watchdog kills it when it stops answering,
+    /// and the caller may drop this future at any time (the stream stays framed).
+    pub async fn request(&self, encode: impl FnOnce(u64) -> Result<Bytes, String>) -> ReplyResult {
         if self.is_dead() {
-            return Err(WalRedoError::ProcessDied("process already dead".into()));
+            return Err(WalRedoError::Aborted("process already dead".into()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let bytes = encode(id).map_err(WalRedoError::InvalidRequest)?;
         let (reply, rx) = oneshot::channel();
         self.requests
             .send(Pending { id, bytes, reply })
-            .map_err(|_| WalRedoError::ProcessDied("request channel closed".into()))?;
-        let result = match tokio::time::timeout(timeout, rx).await {
-            Err(_) => {
-                tracing::warn!(
-                    seq = self.seq,
-                    pid = self.pid,
-                    "redo request timed out after {timeout:?}; killing the process"
-                );
-                self.kill();
-                Err(WalRedoError::Timeout(timeout))
-            }
-            Ok(Err(_)) => Err(WalRedoError::ProcessDied("reply channel dropped".into())),
-            Ok(Ok(r)) => r,
+            .map_err(|_| WalRedoError::Aborted("request channel closed".into()))?;
+        let result = match rx.await {
+            Err(_) => Err(WalRedoError::Aborted("reply channel dropped".into())),
+            Ok(r) => r,
         };
         match &result {
             Ok(_) => {
@@ -223,10 +268,7 @@ impl RedoProcess {
     /// background (tokio reaps killed children).
     pub fn kill(&self) {
         self.dead.store(true, Ordering::SeqCst);
-        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = child.as_mut() {
-            let _ = c.start_kill();
-        }
+        kill_child(&self.child);
     }
 
     /// Kills the process and waits until it is reaped.
@@ -244,8 +286,56 @@ impl RedoProcess {
 
 impl Drop for RedoProcess {
     fn drop(&mut self) {
+        // The child first: it may still be writing into the scratch directory.
         self.kill();
         let _ = std::fs::remove_dir_all(&self.datadir);
+    }
+}
+
+fn kill_child(child: &Mutex<Option<Child>>) {
+    let mut child = child.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = child.as_mut() {
+        let _ = c.start_kill();
+    }
+}
+
+/// Kills the process when it has requests in flight and has answered none of them for
+/// `timeout`. Ends when the process dies or is dropped.
+async fn watchdog(
+    seq: u64,
+    timeout: Duration,
+    inflight: InFlight,
+    dead: Arc<AtomicBool>,
+    timed_out: Arc<AtomicBool>,
+    child: std::sync::Weak<Mutex<Option<Child>>>,
+) {
+    let tick = (timeout / 4).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(tick).await;
+        if dead.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(child) = child.upgrade() else { return };
+        let stuck_for = {
+            let st = inflight.lock().unwrap_or_else(|e| e.into_inner());
+            st.waiters.front().map(|front| {
+                let since = st
+                    .last_reply
+                    .map_or(front.queued_at, |r| r.max(front.queued_at));
+                since.elapsed()
+            })
+        };
+        if stuck_for.is_some_and(|d| d >= timeout) {
+            tracing::warn!(
+                seq,
+                "walredo process answered nothing for {timeout:?} with requests in flight; \
+                 killing it"
+            );
+            timed_out.store(true, Ordering::SeqCst);
+            dead.store(true, Ordering::SeqCst);
+            kill_child(&child);
+            return;
+        }
     }
 }
 
@@ -264,15 +354,21 @@ async fn write_requests(
         }
         for p in batch {
             if dead.load(Ordering::SeqCst) {
-                let _ = p
-                    .reply
-                    .send(Err(WalRedoError::ProcessDied("process died".into())));
+                // Never sent: not this request's doing.
+                let _ = p.reply.send(Err(WalRedoError::Aborted(
+                    "the process died before this request was sent".into(),
+                )));
                 continue;
             }
             inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push_back((p.id, p.reply));
+                .waiters
+                .push_back(Waiter {
+                    id: p.id,
+                    queued_at: Instant::now(),
+                    reply: p.reply,
+                });
             if let Err(e) = stdin.write_all(&p.bytes).await {
                 tracing::warn!("writing to walredo process: {e}");
                 dead.store(true, Ordering::SeqCst);
@@ -286,13 +382,19 @@ async fn write_requests(
     // Channel closed (process retired): closing stdin makes the process exit.
 }
 
-async fn read_replies(
-    seq: u64,
-    stdout: ChildStdout,
-    inflight: InFlight,
+/// What the reply reader needs to report a death.
+struct Death {
     dead: Arc<AtomicBool>,
+    /// Set by the watchdog when it killed the process.
+    timed_out: Arc<AtomicBool>,
+    timeout: Duration,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
-) {
+    /// Fires when stderr reaches EOF: the dying words (a PANIC message) are all in.
+    stderr_done: oneshot::Receiver<()>,
+    child: std::sync::Weak<Mutex<Option<Child>>>,
+}
+
+async fn read_replies(seq: u64, stdout: ChildStdout, inflight: InFlight, death: Death) {
     let mut stdout = BufReader::with_capacity(256 * 1024, stdout);
     let reason = loop {
         let mut header = [0u8; REPLY_HEADER_LEN];
@@ -307,15 +409,26 @@ async fn read_replies(
         if let Err(e) = stdout.read_exact(&mut payload).await {
             break format!("reading reply payload: {e}");
         }
-        let waiter = inflight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
-        let Some((id, reply)) = waiter else {
+        let waiter = {
+            let mut st = inflight.lock().unwrap_or_else(|e| e.into_inner());
+            st.last_reply = Some(Instant::now());
+            st.waiters.pop_front()
+        };
+        let Some(waiter) = waiter else {
             break format!("unexpected reply to request {}", h.request_id);
         };
-        if id != h.request_id {
-            break format!("reply to request {} while waiting for {id}", h.request_id);
+        if waiter.id != h.request_id {
+            // Put it back: it is the front request, and gets the death below.
+            let expected = waiter.id;
+            inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiters
+                .push_front(waiter);
+            break format!(
+                "reply to request {} while waiting for {expected}",
+                h.request_id
+            );
         }
         let result = if h.status == REPLY_OK {
             Ok(Bytes::from(payload))
@@ -325,12 +438,19 @@ async fn read_replies(
             ))
         };
         // The caller may have given up; that is fine.
-        let _ = reply.send(result);
+        let _ = waiter.reply.send(result);
     };
-    dead.store(true, Ordering::SeqCst);
-    // Give the stderr reader a moment to collect the dying words (a PANIC message).
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let tail: Vec<String> = stderr_tail
+    death.dead.store(true, Ordering::SeqCst);
+    // Whatever ended the reply stream, the process must go (a malformed reply leaves it
+    // running otherwise), and stderr reaches EOF only once it has.
+    drop(stdout);
+    if let Some(child) = death.child.upgrade() {
+        kill_child(&child);
+    }
+    // Wait (bounded) for stderr's EOF, so a PANIC message is in the error.
+    let _ = tokio::time::timeout(Duration::from_secs(2), death.stderr_done).await;
+    let tail: Vec<String> = death
+        .stderr_tail
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
@@ -341,9 +461,10 @@ async fn read_replies(
     } else {
         format!("{reason}; stderr: {}", tail.join(" | "))
     };
-    let pending: Vec<_> = inflight
+    let pending: Vec<Waiter> = inflight
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+        .waiters
         .drain(..)
         .collect();
     if !pending.is_empty() {
@@ -353,8 +474,19 @@ async fn read_replies(
             pending.len()
         );
     }
-    for (_, reply) in pending {
-        let _ = reply.send(Err(WalRedoError::ProcessDied(detail.clone())));
+    let mut pending = pending.into_iter();
+    if let Some(front) = pending.next() {
+        let e = if death.timed_out.load(Ordering::SeqCst) {
+            WalRedoError::Timeout(death.timeout)
+        } else {
+            WalRedoError::ProcessDied(detail.clone())
+        };
+        let _ = front.reply.send(Err(e));
+    }
+    for w in pending {
+        let _ = w.reply.send(Err(WalRedoError::Aborted(format!(
+            "queued behind the request that ended the process: {detail}"
+        ))));
     }
 }
 
@@ -362,6 +494,7 @@ async fn log_stderr(
     seq: u64,
     stderr: tokio::process::ChildStderr,
     tail: Arc<Mutex<VecDeque<String>>>,
+    done: oneshot::Sender<()>,
 ) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -376,4 +509,5 @@ async fn log_stderr(
         }
         t.push_back(line);
     }
+    let _ = done.send(());
 }

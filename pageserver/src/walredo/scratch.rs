@@ -12,6 +12,13 @@
 //! process. `pg_control` comes from a one-time `initdb` (cached per process and binary
 //! directory), the only PostgreSQL-15-valid control file we can be sure of.
 //!
+//! `/dev/shm` is often unusable for this in containers (mounted `noexec`, so the module
+//! cannot be mapped, or a few MiB in size): [`ScratchRoot::create`] checks the preferred
+//! parent and falls back to a private directory (under the pageserver's workdir) with a log
+//! line. The root is made with `mkdir`, never reused: a directory of that name that
+//! already exists and belongs to someone else is refused, since whoever owns it could
+//! swap the module we load.
+//!
 //! When the pageserver runs as root, PostgreSQL (which refuses root) runs as an
 //! unprivileged user ([`RunAs`]); every directory it uses is owned by that user and the
 //! scratch root is world-traversable.
@@ -139,40 +146,73 @@ pub struct ScratchRoot {
 }
 
 impl ScratchRoot {
-    /// Creates `<parent>/strata-walredo-<pid>-<random>` with the module and a template.
+    /// Creates `<parent>/strata-walredo-<pid>-<random>` with the module and a template;
+    /// under `fallback` instead when `parent` cannot hold it (mounted `noexec`, or the
+    /// module cannot be written there).
     pub fn create(
+        parent: &Path,
+        fallback: &Path,
+        pg_bin: &Path,
+        run_as: Option<RunAs>,
+    ) -> Result<Self, WalRedoError> {
+        let preferred = match unusable_reason(parent) {
+            Some(why) => Err(WalRedoError::Setup(why)),
+            None => Self::create_in(parent, pg_bin, run_as.clone()),
+        };
+        match preferred {
+            Ok(root) => Ok(root),
+            Err(e) if parent != fallback => {
+                tracing::warn!(
+                    "redo scratch space cannot be under {} ({e}); using {} instead",
+                    parent.display(),
+                    fallback.display()
+                );
+                std::fs::create_dir_all(fallback)
+                    .map_err(|e| setup_err(format!("create {}", fallback.display()), e))?;
+                if let Some(why) = unusable_reason(fallback) {
+                    return Err(WalRedoError::Setup(why));
+                }
+                Self::create_in(fallback, pg_bin, run_as)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_in(
         parent: &Path,
         pg_bin: &Path,
         run_as: Option<RunAs>,
     ) -> Result<Self, WalRedoError> {
-        let path = parent.join(format!(
-            "strata-walredo-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&path)
-            .map_err(|e| setup_err(format!("create {}", path.display()), e))?;
+        let path = make_private_dir(parent)?;
         // Traversable by the unprivileged user; only we write here.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| setup_err(format!("chmod {}", path.display()), e))?;
-        let module_path = path.join("strata_walredo.so");
-        std::fs::write(&module_path, MODULE_SO)
-            .map_err(|e| setup_err(format!("write {}", module_path.display()), e))?;
-        std::fs::set_permissions(&module_path, std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| setup_err(format!("chmod {}", module_path.display()), e))?;
-        let template = match template(pg_bin, run_as.as_ref(), &path) {
-            Ok(t) => t,
+        let built = (|| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| setup_err(format!("chmod {}", path.display()), e))?;
+            let module_path = path.join("strata_walredo.so");
+            std::fs::write(&module_path, MODULE_SO)
+                .map_err(|e| setup_err(format!("write {}", module_path.display()), e))?;
+            std::fs::set_permissions(&module_path, std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| setup_err(format!("chmod {}", module_path.display()), e))?;
+            let template = template(pg_bin, run_as.as_ref(), &path)?;
+            Ok((module_path, template))
+        })();
+        match built {
+            Ok((module_path, template)) => Ok(ScratchRoot {
+                path,
+                module_path,
+                run_as,
+                template,
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&path);
-                return Err(e);
+                Err(e)
             }
-        };
-        Ok(ScratchRoot {
-            path,
-            module_path,
-            run_as,
-            template,
-        })
+        }
+    }
+
+    /// Where the root is.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Absolute path of the redo module, for `shared_preload_libraries`.
@@ -228,6 +268,49 @@ impl Drop for ScratchRoot {
             tracing::warn!("cannot remove redo scratch {}: {e}", self.path.display());
         }
     }
+}
+
+/// Why `dir` cannot hold the redo module, if it cannot: a `noexec` mount makes
+/// PostgreSQL's `dlopen` of it fail.
+fn unusable_reason(dir: &Path) -> Option<String> {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(st) if st.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC) => {
+            Some(format!("{} is mounted noexec", dir.display()))
+        }
+        Ok(_) => None,
+        Err(e) => Some(format!("cannot stat {}: {e}", dir.display())),
+    }
+}
+
+/// `mkdir`s a fresh `strata-walredo-<pid>-<random>` under `parent`. A name that exists
+/// already is never adopted: one of ours (a leftover) is skipped for another name, one
+/// owned by someone else is an error naming it.
+fn make_private_dir(parent: &Path) -> Result<PathBuf, WalRedoError> {
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..8 {
+        let path = parent.join(format!(
+            "strata-walredo-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        match std::fs::create_dir(&path) {
+            Ok(()) => return Ok(path),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let owner = std::fs::symlink_metadata(&path).map(|m| m.uid()).ok();
+                if owner != Some(nix::unistd::Uid::effective().as_raw()) {
+                    return Err(WalRedoError::Setup(format!(
+                        "{} already exists and is not ours (owner uid {owner:?}); refusing to use it",
+                        path.display()
+                    )));
+                }
+            }
+            Err(e) => return Err(setup_err(format!("create {}", path.display()), e)),
+        }
+    }
+    Err(WalRedoError::Setup(format!(
+        "no fresh scratch directory name under {}",
+        parent.display()
+    )))
 }
 
 /// What a scratch directory costs: its files' bytes plus [`ENTRY_COST`] per entry, because
