@@ -29,7 +29,7 @@ use pg_oracle::TestPostgres;
 use pg_oracle::mask::{AccessMethod, compare_masked, vm_bits_missing};
 use utils::Lsn;
 
-const BLCKSZ: usize = 8192;
+use postgres_ffi::BLCKSZ;
 const RELSEG_BLOCKS: u32 = 131072; // 1 GiB segments
 const SLRU_PAGES_PER_SEGMENT: u32 = 32;
 

@@ -44,7 +44,7 @@ pub const MAX_SEND_SIZE: usize = 128 * 1024;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest client message accepted while streaming.
 const MAX_FEEDBACK_LEN: usize = 64 * 1024;
-const XLOG_BLCKSZ: u64 = 8192;
+use utils::lsn::XLOG_BLCKSZ;
 
 /// Why the client side of a stream ended.
 #[derive(Debug)]

@@ -46,6 +46,9 @@ pub struct TimelineSnapshot {
     pub term: Term,
     /// Term of the last WAL record held.
     pub last_log_term: Term,
+    /// The term that wrote the last byte held (`None`: no WAL): unlike `last_log_term`, a
+    /// term that starts at `flush_lsn` and wrote nothing does not count.
+    pub last_byte_term: Option<Term>,
     /// End of durable WAL (a record boundary).
     pub flush_lsn: Lsn,
     /// Committed WAL held locally.
@@ -73,6 +76,7 @@ impl TimelineSnapshot {
         TimelineSnapshot {
             term: a.term(),
             last_log_term: a.last_log_term(),
+            last_byte_term: a.term_history().last_byte_term(a.flush_lsn()),
             flush_lsn: a.flush_lsn(),
             commit_lsn: p.commit_lsn,
             backup_lsn: p.backup_lsn,

@@ -407,13 +407,26 @@ fn show_value(ctx: &ConnCtx, param: &str) -> Option<String> {
             Some(format!("{}MB", seg / (1024 * 1024)))
         }
         // The connection's timeline as a walproposer sees it before campaigning, without
-        // bumping any term: `{"term":N,"last_log_term":N,"flush_lsn":"X/Y"}`.
-        "strata_timeline_position" => ctx.ttid.and_then(|t| ctx.timelines.get(&t).ok()).map(|tl| {
-            let s = tl.snapshot();
-            format!(
-                "{{\"term\":{},\"last_log_term\":{},\"flush_lsn\":\"{}\"}}",
-                s.term, s.last_log_term, s.flush_lsn
-            )
+        // bumping any term: `{"term":N,"last_log_term":N,"last_byte_term":N|null,
+        // "flush_lsn":"X/Y"}`. A timeline
+        // this safekeeper does not have yet holds no WAL: term 0 at 0/0, so the walproposer
+        // can tell "nothing here" from "cannot say" (an error: not a Strata safekeeper).
+        "strata_timeline_position" => ctx.ttid.and_then(|t| {
+            let (term, last_log_term, last_byte_term, flush_lsn) = match ctx.timelines.get(&t) {
+                Ok(tl) => {
+                    let s = tl.snapshot();
+                    (s.term, s.last_log_term, s.last_byte_term, s.flush_lsn)
+                }
+                Err(crate::global_timelines::GlobalTimelinesError::NotFound(_)) => {
+                    (0, 0, None, utils::Lsn::INVALID)
+                }
+                // Broken: it may hold WAL we cannot read; say nothing rather than "empty".
+                Err(_) => return None,
+            };
+            Some(format!(
+                "{{\"term\":{term},\"last_log_term\":{last_log_term},\"last_byte_term\":{},\"flush_lsn\":\"{flush_lsn}\"}}",
+                last_byte_term.map_or("null".to_string(), |t| t.to_string())
+            ))
         }),
         "server_version" => Some("15.0".into()),
         "server_version_num" => Some("150000".into()),

@@ -244,8 +244,9 @@ def test_walproposer_minority_failure(wp_env: WalproposerEnv, pg_bindir: Path, t
 
 @pytest.mark.allowed_errors(*SYNC_WAIT_INTERRUPTED)
 def test_walproposer_majority_failure(wp_env: WalproposerEnv):
-    """With 2 of 3 safekeepers down a COMMIT waits (no timeout, no cancel); when one comes
-    back it completes."""
+    """With 2 of 3 safekeepers down a COMMIT waits (no timeout, no cancel), also in a session
+    with `synchronous_commit = remote_write` (the sidecar reports as written only what a
+    quorum has flushed); when one comes back both complete."""
     env = wp_env
     env.sidecar_allowed_errors += SAFEKEEPER_DOWN
     compute = env.bootstrap_compute(take_basebackup=False)
@@ -257,22 +258,31 @@ def test_walproposer_majority_failure(wp_env: WalproposerEnv):
     sk3.stop(immediate=True)
 
     query = BackgroundQuery(pg, "INSERT INTO t VALUES (2)")
+    remote_write = BackgroundQuery(
+        pg, "SET synchronous_commit = remote_write", "INSERT INTO t VALUES (3)"
+    )
     try:
         assert not query.done.wait(10), f"COMMIT returned with a majority down: {query.error}"
+        assert not remote_write.done.wait(0), (
+            f"a remote_write COMMIT returned with a majority down: {remote_write.error}"
+        )
         assert query.wait_event() == "SyncRep"
+        assert remote_write.wait_event() == "SyncRep"
         sk2.start()
         query.wait(60)
-        assert query.error is None
+        remote_write.wait(60)
+        assert query.error is None and remote_write.error is None
         print(f"the COMMIT returned {query.elapsed:.1f}s after it was sent")
     finally:
         query.close()
+        remote_write.close()
     target = compute.flush_lsn()
     wait_until(
         lambda: min(env.commit_lsn(sk) for sk in (sk1, sk2)) >= target,
         timeout=30,
         what="the commit on sk1 and sk2",
     )
-    assert pg.safe_psql("SELECT count(*) FROM t") == [(2,)]
+    assert pg.safe_psql("SELECT count(*) FROM t") == [(3,)]
     sk3.start()
     env.wait_all_caught_up(target)
     env.assert_wal_identical()
@@ -616,6 +626,34 @@ def test_walproposer_sync_creates_timeline_when_allowed(wp_env: WalproposerEnv):
         assert lsn_to_int(status["commit_lsn"]) == 0x3000000, status
     # Again, without creation: the timeline exists now, and nothing moved.
     assert env.sync() == 0x3000000
+
+
+@pytest.mark.allowed_errors(*SAFEKEEPER_DOWN, r"lists node \d+ twice", r"proposer stops")
+def test_walproposer_one_safekeeper_listed_twice(wp_env: WalproposerEnv):
+    """One safekeeper given under two addresses (127.0.0.1 and localhost) with the other two
+    down is not a quorum: sync stops with an error naming both addresses and the node id,
+    and nothing starts or commits on the timeline."""
+    env = wp_env
+    sk1, sk2, sk3 = env.safekeepers
+    sk2.stop(immediate=True)
+    sk3.stop(immediate=True)
+    alias = f"localhost:{sk1.pg_port}"
+    result = env.run_sync(
+        "--create-timeline",
+        "--start-lsn",
+        "0/3000000",
+        "--election-timeout",
+        "10",
+        safekeepers=[sk1, alias, sk2],
+        timeout=60,
+    )
+    print(f"exit {result.returncode}: {result.stderr.strip()[-500:]}")
+    assert result.returncode != 0 and result.stdout == ""
+    assert "twice" in result.stderr, result.stderr
+    assert sk1.pg_addr in result.stderr and alias in result.stderr, result.stderr
+    status = env.status(sk1)
+    assert lsn_to_int(status["flush_lsn"]) == 0, status
+    assert lsn_to_int(status["commit_lsn"]) == 0, status
 
 
 @pytest.mark.allowed_errors(

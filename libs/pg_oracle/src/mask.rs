@@ -31,7 +31,8 @@
 //!
 //! New (all-zero) pages are compared as they are.
 
-/// Bytes in a page.
+/// Bytes in a page. The oracle keeps its own copy rather than `postgres_ffi::BLCKSZ`: it
+/// must not depend on the code it checks (postgres_ffi's tests use the oracle).
 pub const BLCKSZ: usize = 8192;
 const HEADER: usize = 24;
 const MASK_MARKER: u8 = 0;

@@ -166,6 +166,21 @@ impl TermHistory {
             .map_or(INITIAL_TERM, |e| e.term)
     }
 
+    /// The term that wrote the byte just below `end`: the last entry starting *below* it.
+    /// Unlike [`last_log_term`](Self::last_log_term), an entry starting exactly at `end` (a
+    /// term that was won and wrote nothing, e.g. by a stale compute that then refused to
+    /// write) owns no byte and does not count. `None` when no entry starts below `end`
+    /// (no bytes at all).
+    ///
+    /// This is what the walproposer's no-fork rule asks: whose WAL would it continue?
+    pub fn last_byte_term(&self, end: Lsn) -> Option<Term> {
+        self.0
+            .iter()
+            .take_while(|e| e.lsn < end)
+            .last()
+            .map(|e| e.term)
+    }
+
     /// The point where a log diverges from the leader's: everything before the returned LSN
     /// is identical in both logs, so the acceptor keeps it and truncates the rest.
     ///
@@ -428,5 +443,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_last_byte_belongs_to_the_last_term_that_wrote() {
+        let h = TermHistory(vec![
+            TermLsn::new(3, Lsn(100)),
+            TermLsn::new(5, Lsn(500)),
+            TermLsn::new(6, Lsn(900)),
+        ]);
+        // Term 6 starts at the end: it wrote nothing.
+        assert_eq!(h.last_log_term(Lsn(900)), 6);
+        assert_eq!(h.last_byte_term(Lsn(900)), Some(5));
+        assert_eq!(h.last_byte_term(Lsn(901)), Some(6));
+        assert_eq!(h.last_byte_term(Lsn(500)), Some(3));
+        assert_eq!(h.last_byte_term(Lsn(100)), None);
     }
 }

@@ -4,9 +4,10 @@
 //! `synchronous_standby_names`), learns the cluster's facts (`IDENTIFY_SYSTEM`, the WAL
 //! segment size, the version), makes sure its physical slot exists (so Postgres keeps every
 //! segment the sidecar has not had acknowledged by a quorum), and streams from the term
-//! start. The status updates it sends are the durability signal: flush = apply = quorum
-//! commit LSN, so a COMMIT waiting for synchronous replication is released only once a
-//! majority of safekeepers has it.
+//! start. The status updates it sends are the durability signal: write = flush = apply =
+//! quorum commit LSN, so a COMMIT waiting for synchronous replication (`on`,
+//! `remote_write` or `remote_apply`) is released only once a majority of safekeepers has
+//! flushed it.
 
 use pq_proto::client::{BackendReader, ClientConnection, FrontendWriter};
 use pq_proto::replication::{ReplicationFeedback, StandbyStatusUpdate};

@@ -88,3 +88,15 @@ pub static RECOVERY_FETCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub fn lsn_value(lsn: utils::Lsn) -> i64 {
     i64::try_from(lsn.0).unwrap_or(i64::MAX)
 }
+
+/// Safekeepers whose log position could not be read before a campaign (they answered
+/// `SHOW strata_timeline_position` with an error: not Strata safekeepers).
+pub static POSITION_CHECK_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        prometheus::register_int_counter!(
+            "walproposer_position_check_skipped_total",
+            "Safekeepers left out of the pre-campaign no-fork check because SHOW strata_timeline_position failed"
+        ),
+        "walproposer_position_check_skipped_total",
+    )
+});

@@ -47,7 +47,7 @@ use safekeeper_api::proto::{
 use safekeeper_api::term::{Term, TermHistory};
 use safekeeper_api::{AcceptorMessage, ProposerMessage, ServerInfo};
 use tracing::{info, warn};
-use utils::{Lsn, TenantTimelineId};
+use utils::{Lsn, NodeId, TenantTimelineId};
 
 use crate::rules::{self, VoteInfo};
 use crate::wal_buffer::WalBuffer;
@@ -267,6 +267,19 @@ pub enum ProposerError {
         /// Its term.
         their_term: Term,
     },
+    /// Two configured safekeepers greeted with one node id: one acceptor reached under two
+    /// addresses would count twice towards every quorum, so a minority could commit.
+    #[error(
+        "{first} and {second} are the same safekeeper (both greet as node {node_id}): the safekeeper list must name each node once"
+    )]
+    DuplicateNodeId {
+        /// The node id both reported.
+        node_id: NodeId,
+        /// The one that greeted first.
+        first: SkId,
+        /// The one that greeted second.
+        second: SkId,
+    },
 }
 
 /// An event the driver reported that does not fit the proposer's state; the event is
@@ -417,6 +430,9 @@ struct Sk {
     vote: Option<VoteInfo>,
     /// The highest flush LSN it acknowledged in our term, after ProposerElected.
     acked_flush: Option<Lsn>,
+    /// The node id it greeted with (kept across reconnections): no two entries of the
+    /// list may be one node.
+    node_id: Option<NodeId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -467,6 +483,7 @@ impl Proposer {
                 backoff: config.timeouts.reconnect_min,
                 vote: None,
                 acked_flush: None,
+                node_id: None,
             })
             .collect();
         let actions = (0..config.safekeepers)
@@ -620,6 +637,26 @@ impl Proposer {
             return self.drop_connection(i, "unexpected second greeting".to_string());
         }
         self.sks[i].backoff = self.config.timeouts.reconnect_min;
+        if let Some(first) = self
+            .sks
+            .iter()
+            .position(|s| s.node_id == Some(g.node_id))
+            .filter(|&j| j != i)
+        {
+            return self.fatal(ProposerError::DuplicateNodeId {
+                node_id: g.node_id,
+                first: SkId(first),
+                second: SkId(i),
+            });
+        }
+        if self.sks[i].node_id.is_some_and(|n| n != g.node_id) {
+            // The address now reaches another node: its vote and acknowledgements were the
+            // old node's and must not count for this one.
+            warn!(ttid = %self.config.ttid, sk = %SkId(i), "node id changed from {:?} to {}; forgetting its vote", self.sks[i].node_id, g.node_id);
+            self.sks[i].vote = None;
+            self.sks[i].acked_flush = None;
+        }
+        self.sks[i].node_id = Some(g.node_id);
         if g.mconf.generation > self.mconf.generation {
             info!(ttid = %self.config.ttid, from = %self.mconf, to = %g.mconf, "adopting a newer membership configuration");
             self.mconf = g.mconf;
@@ -826,6 +863,15 @@ impl Proposer {
                     "append response in term {} after accepting our term {}",
                     r.term, self.term
                 ),
+            );
+        }
+        if r.flush_lsn > stream.next {
+            // It cannot have flushed in our term what we never sent it: a broken or
+            // impersonating acceptor. Never let that release commits.
+            let (flush, sent) = (r.flush_lsn, stream.next);
+            return self.drop_connection(
+                i,
+                format!("acknowledged flush LSN {flush} beyond the {sent} it was sent"),
             );
         }
         if r.flush_lsn > stream.flush {

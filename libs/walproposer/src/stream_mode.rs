@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use pq_proto::replication::ReplicationMessage;
 use safekeeper_api::ServerInfo;
+use safekeeper_api::term::TermHistory;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use utils::Lsn;
@@ -167,7 +168,7 @@ pub async fn run(
             }
         }
         if report && pg_done.is_none() {
-            send_status(&mut pg_w, received, commit).await?;
+            send_status(&mut pg_w, commit).await?;
         }
         if let Some(since) = pg_done {
             if commit >= received {
@@ -228,13 +229,20 @@ pub fn precheck_no_fork(
     if answers.len() < crate::rules::quorum(positions.len()) {
         return Ok(());
     }
-    let Some(&(term, flush)) = answers.iter().max() else {
+    let Some(best) = answers
+        .iter()
+        .max_by_key(|p| (p.last_log_term, p.flush_lsn))
+    else {
         return Ok(());
     };
-    if flush == start_lsn || won.contains(term) {
+    let flush = best.flush_lsn;
+    // Whose bytes we would continue: a term won at the flush LSN that wrote nothing (a
+    // stale compute that then refused) is nobody's WAL and must not block us.
+    let term = best.last_byte_term.unwrap_or(0);
+    if flush == start_lsn || best.last_byte_term.is_some_and(|t| won.contains(t)) {
         return Ok(());
     }
-    info!(last_log_term = term, %flush, %start_lsn, "the safekeepers' log continues someone else's: not campaigning");
+    info!(last_byte_term = term, %flush, %start_lsn, "the safekeepers' log continues someone else's: not campaigning");
     Err(ModeError::WouldFork {
         term_start: flush,
         donor_term: term,
@@ -245,7 +253,12 @@ pub fn precheck_no_fork(
 
 /// The no-fork rule (see the module docs).
 pub fn check_no_fork(election: &Election, start_lsn: Lsn, won: &WonTerms) -> Result<(), ModeError> {
-    let donor_term = election.history.0.iter().rev().nth(1).map(|t| t.term);
+    // The donor's history is ours without our own (last) entry; the bytes we continue are
+    // those of its last term that starts *below* our term start (a term that starts there
+    // was won and wrote nothing).
+    let entries = &election.history.0;
+    let donor = TermHistory(entries[..entries.len().saturating_sub(1)].to_vec());
+    let donor_term = donor.last_byte_term(election.term_start_lsn);
     let ours = election.term_start_lsn == start_lsn || donor_term.is_some_and(|t| won.contains(t));
     if ours {
         return Ok(());
@@ -258,8 +271,11 @@ pub fn check_no_fork(election: &Election, start_lsn: Lsn, won: &WonTerms) -> Res
     })
 }
 
-async fn send_status(w: &mut PgWriter, received: Lsn, commit: Lsn) -> Result<(), ModeError> {
-    write_standby_status(w, received, commit);
+/// Reports `commit` (what a quorum has flushed) as written, flushed and applied: a session
+/// with `synchronous_commit = remote_write` must not be released while its WAL exists only
+/// in this process's memory.
+async fn send_status(w: &mut PgWriter, commit: Lsn) -> Result<(), ModeError> {
+    write_standby_status(w, commit, commit);
     w.flush()
         .await
         .map_err(|e| ModeError::PostgresGone(format!("sending a status update: {e}")))
@@ -267,7 +283,7 @@ async fn send_status(w: &mut PgWriter, received: Lsn, commit: Lsn) -> Result<(),
 
 #[cfg(test)]
 mod tests {
-    use safekeeper_api::term::{TermHistory, TermLsn};
+    use safekeeper_api::term::TermLsn;
     use utils::TenantTimelineId;
 
     use super::*;
@@ -305,13 +321,44 @@ mod tests {
         // A brand-new timeline (no donor history) elsewhere than our start: refused.
         assert!(check_no_fork(&election(&[(1, 100)]), Lsn(50), &won).is_err());
 
+        // A term won at the flush LSN that wrote nothing (a stale compute that refused)
+        // does not make the WAL below it someone else's: term 3 (ours) wrote the last byte.
+        check_no_fork(
+            &election(&[(1, 100), (3, 500), (5, 900), (6, 900)]),
+            Lsn(100),
+            &won,
+        )
+        .unwrap();
+        // But a term that did write after ours is someone else's.
+        assert!(
+            check_no_fork(
+                &election(&[(1, 100), (3, 500), (5, 700), (6, 900)]),
+                Lsn(100),
+                &won
+            )
+            .is_err()
+        );
+
         // Before campaigning: the most advanced of a quorum of answers decides.
-        let p = |t: u64, l: u64| Some((t, Lsn(l)));
+        let p = |t: u64, l: u64| {
+            Some(LogPosition {
+                last_log_term: t,
+                flush_lsn: Lsn(l),
+                last_byte_term: Some(t),
+            })
+        };
         precheck_no_fork(&[p(4, 900), p(4, 900), None], Lsn(900), &won).unwrap();
         precheck_no_fork(&[p(3, 950), p(2, 700), None], Lsn(100), &won).unwrap(); // our term 3
         let e = precheck_no_fork(&[p(5, 990), p(3, 950), p(2, 700)], Lsn(100), &won).unwrap_err();
         assert!(e.to_string().contains("refusing to propose"), "{e}");
         // Too few answers to know: left to the election.
         precheck_no_fork(&[p(5, 990), None, None], Lsn(100), &won).unwrap();
+        // Term 5 was won at 990 and wrote nothing; the last byte is term 3's (ours).
+        let empty_term = Some(LogPosition {
+            last_log_term: 5,
+            flush_lsn: Lsn(990),
+            last_byte_term: Some(3),
+        });
+        precheck_no_fork(&[empty_term, empty_term, p(3, 990)], Lsn(100), &won).unwrap();
     }
 }

@@ -31,7 +31,7 @@ use clap::Parser;
 use futures::StreamExt;
 use pg_oracle::mask::{AccessMethod, compare_masked};
 
-const BLCKSZ: usize = 8192;
+use postgres_ffi::BLCKSZ;
 const RELSEG_BLOCKS: u64 = 131_072;
 
 /// Compare a data directory with the pageserver, page by page.

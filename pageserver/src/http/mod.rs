@@ -466,7 +466,7 @@ async fn timeline_checkpoint(
         (status = 404, description = "No such tenant or timeline", body = ErrorBody),
         (status = 409, description = "The timeline is broken", body = ErrorBody),
         (status = 503, description = "The timeline is not active", body = ErrorBody),
-        (status = 504, description = "Not reached in time", body = ErrorBody),
+        (status = 408, description = "Not reached within the timeout", body = ErrorBody),
     ))]
 async fn timeline_wait_lsn(
     State(st): State<ApiState>,

@@ -41,7 +41,9 @@ pub enum ApiError {
     /// 503: the service is shutting down.
     #[error("shutting down")]
     ShuttingDown,
-    /// 504: the operation did not finish in time; it may still complete.
+    /// 408: the operation did not finish within the time the request allowed (a long poll
+    /// such as `wait_lsn` that ran out); the service is healthy and the request may be
+    /// repeated. Not a 5xx: nothing failed on the server.
     #[error("{0}")]
     Timeout(String),
     /// 500: a bug or an unexpected failure.
@@ -73,7 +75,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unavailable(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

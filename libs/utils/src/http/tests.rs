@@ -186,7 +186,7 @@ fn error_statuses() {
         (PreconditionFailed("x".into()), 412),
         (Unavailable("x".into()), 503),
         (ShuttingDown, 503),
-        (Timeout("x".into()), 504),
+        (Timeout("x".into()), 408),
         (Internal("x".into()), 500),
     ];
     for (e, code) in cases {

@@ -52,6 +52,18 @@ pub enum DriverError {
     /// The proposer stopped (another proposer took over).
     #[error(transparent)]
     Proposer(#[from] ProposerError),
+    /// Two entries of `--safekeepers` reach one node: it would count twice in quorums.
+    #[error(
+        "--safekeepers lists node {node_id} twice, as {first} and {second}: each safekeeper must appear once, or a minority could commit"
+    )]
+    DuplicateSafekeeper {
+        /// The node id both greeted with.
+        node_id: utils::NodeId,
+        /// The first address.
+        first: String,
+        /// The second address.
+        second: String,
+    },
     /// The compute's WAL did not fit the proposer's (a gap, or WAL before election).
     #[error("the proposer refused WAL: {0}")]
     Input(#[from] InputError),
@@ -142,11 +154,21 @@ struct SkStatus {
 }
 
 /// Where a safekeeper's log ends, as `SHOW strata_timeline_position` reports it without
-/// any vote: `(last_log_term, flush_lsn)`.
-pub type LogPosition = (safekeeper_api::term::Term, Lsn);
+/// any vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The term of its last history entry at or below `flush_lsn`: what elections compare.
+    pub last_log_term: safekeeper_api::term::Term,
+    /// The end of its log.
+    pub flush_lsn: Lsn,
+    /// The term that wrote its last byte (`None`: no bytes); differs from `last_log_term`
+    /// when a term was won at `flush_lsn` and wrote nothing.
+    pub last_byte_term: Option<safekeeper_api::term::Term>,
+}
 
 /// Asks every safekeeper for its [`LogPosition`] (in parallel, each within the connect
-/// timeout); `None` for those that do not answer or do not have the timeline.
+/// timeout); `None` for those that do not answer, do not have the timeline, or do not
+/// support the query (warned about once per address: see [`position_unsupported`]).
 pub async fn read_positions(conf: &SafekeepersConf) -> Vec<Option<LogPosition>> {
     let conf = Arc::new(conf.clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -157,12 +179,29 @@ pub async fn read_positions(conf: &SafekeepersConf) -> Vec<Option<LogPosition>> 
                 let mut c = connection::open(&conf, &addr, "walproposer-precheck")
                     .await
                     .ok()?;
-                let r = c.simple_query("SHOW strata_timeline_position").await.ok()?;
+                let r = match c.simple_query("SHOW strata_timeline_position").await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        position_unsupported(&addr, &e.to_string());
+                        return None;
+                    }
+                };
                 let text = r.rows.first()?.first()?.clone()?;
                 let v: serde_json::Value = serde_json::from_str(&text).ok()?;
                 let term = v.get("last_log_term")?.as_u64()?;
                 let flush: Lsn = v.get("flush_lsn")?.as_str()?.parse().ok()?;
-                Some((term, flush))
+                // Older safekeepers do not report it: then the last entry is the best guess.
+                let last_byte_term = match v.get("last_byte_term") {
+                    None => Some(term),
+                    Some(t) if t.is_null() => None,
+                    Some(t) => Some(t.as_u64()?),
+                };
+                // Term 0 at 0/0: the safekeeper has no such timeline yet, so no log.
+                (term != 0 || flush.is_valid()).then_some(LogPosition {
+                    last_log_term: term,
+                    flush_lsn: flush,
+                    last_byte_term,
+                })
             };
             (
                 i,
@@ -180,6 +219,24 @@ pub async fn read_positions(conf: &SafekeepersConf) -> Vec<Option<LogPosition>> 
         }
     }
     out
+}
+
+/// A reachable safekeeper that answered `SHOW strata_timeline_position` with an error
+/// (Neon's safekeeper does not know it): its log is left out of the pre-campaign no-fork
+/// check, which must not happen silently. Warns once per address per process and counts
+/// every occurrence.
+fn position_unsupported(addr: &str, err: &str) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    metrics::POSITION_CHECK_SKIPPED.inc();
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if !warned.iter().any(|a| a == addr) {
+        warned.push(addr.to_string());
+        warn!(
+            "safekeeper {addr} does not answer SHOW strata_timeline_position ({err}): the \
+             pre-campaign no-fork check cannot see its log; the post-election check still \
+             applies (see docs/safekeeper_protocol.md, mixed clusters)"
+        );
+    }
 }
 
 /// The proposer with its connections. See the module docs.
@@ -473,6 +530,18 @@ impl Driver {
                 Action::CommitAdvanced(lsn) => {
                     metrics::COMMIT_LSN.set(metrics::lsn_value(lsn));
                     self.notices.push(Notice::Commit(lsn));
+                }
+                Action::Fatal(ProposerError::DuplicateNodeId {
+                    node_id,
+                    first,
+                    second,
+                }) => {
+                    self.shutdown();
+                    return Err(DriverError::DuplicateSafekeeper {
+                        node_id,
+                        first: self.conf.addrs[first.0].clone(),
+                        second: self.conf.addrs[second.0].clone(),
+                    });
                 }
                 Action::Fatal(e) => {
                     self.shutdown();

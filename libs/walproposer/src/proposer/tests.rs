@@ -745,3 +745,60 @@ fn without_a_bootstrap_lsn_a_timeline_without_wal_is_not_started() {
     assert!(a.contains(&Action::Fatal(ProposerError::NoWal)), "{a:?}");
     assert_eq!(h.p.state(), ProposerState::Stopped);
 }
+
+#[test]
+fn one_node_under_two_addresses_is_fatal_before_it_can_count_twice() {
+    let mut h = Harness::new(3);
+    // sk0 and sk1 are one safekeeper (say 127.0.0.1 and localhost); sk2 is down.
+    for sk in [0, 1] {
+        h.p.message_from(
+            SkId(sk),
+            AcceptorMessage::Greeting(AcceptorGreeting {
+                node_id: utils::NodeId(7),
+                mconf: Configuration::empty(),
+                term: 0,
+            }),
+        );
+    }
+    let actions = h.actions();
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [Action::Fatal(ProposerError::DuplicateNodeId {
+                node_id: utils::NodeId(7),
+                first: SkId(0),
+                second: SkId(1),
+            })]
+        ),
+        "{actions:?}"
+    );
+    assert_eq!(h.p.state(), ProposerState::Stopped);
+    // Nothing it hears afterwards elects it or commits anything.
+    h.vote(0, true, 1, 0, &[]);
+    h.vote(1, true, 1, 0, &[]);
+    assert!(h.actions().is_empty());
+    assert_eq!(h.p.commit_lsn(), Lsn::INVALID);
+}
+
+#[test]
+fn an_acknowledgement_beyond_what_was_sent_drops_the_connection_and_commits_nothing() {
+    let mut h = Harness::new(3);
+    h.elect_fresh(3, &[0, 1]);
+    h.actions();
+    h.p.wal_available(Lsn(BOOT.0 + 50), &[3u8; 50]).unwrap();
+    h.actions();
+    // sk0 claims far more than it was sent; sk1 acknowledges honestly, only part of it.
+    h.ack(0, 1, BOOT.0 + 10_000);
+    let actions = h.actions();
+    assert!(
+        matches!(actions.as_slice(), [Action::Disconnect { sk: SkId(0), reason }] if reason.contains("beyond")),
+        "{actions:?}"
+    );
+    h.ack(1, 1, BOOT.0 + 20);
+    assert_eq!(
+        h.p.commit_lsn(),
+        Lsn::INVALID,
+        "a quorum needs sk0's real ack"
+    );
+    assert_eq!(h.p.acked_flush(SkId(0)), None);
+}
