@@ -406,6 +406,8 @@ impl Acceptor {
         &mut self,
         msg: &ProposerMessage,
     ) -> Result<Option<AcceptorMessage>, AcceptorError> {
+        // After a failed control-file write the disk may be ahead of memory: answer nothing.
+        self.control.check_not_broken()?;
         Ok(match msg {
             ProposerMessage::Greeting(m) => {
                 Some(AcceptorMessage::Greeting(self.handle_greeting(m)?))

@@ -28,10 +28,16 @@
 //!   wrote it; it is kept so the upgrade chain is exercised by tests from the start.
 //! * Version 1: [`TimelinePersistentState`].
 //!
+//! `control_file/fixtures/v<N>.control` holds a file of every version as that version
+//! wrote it; the tests load each, and require the current version's to re-encode to the
+//! same bytes, so a body change without a version bump cannot pass.
+//!
 //! # Durability
 //! [`persist`] replaces the file with `utils::crashsafe::overwrite` (temp file, fsync,
 //! rename, fsync of the directory): after a crash the file is the complete old or the
-//! complete new state. Any damage — wrong magic, bad length, CRC mismatch, unknown version,
+//! complete new state. A write that fails may have replaced the file anyway (the directory
+//! fsync comes after the rename), so it breaks the [`ControlFileStore`]: every later change
+//! is refused until the timeline is reloaded from disk. Any damage — wrong magic, bad length, CRC mismatch, unknown version,
 //! undecodable or inconsistent body — is a [`ControlFileError`] naming the file; the
 //! timeline then fails to load and the others keep serving.
 
@@ -62,6 +68,16 @@ const MAX_BODY_LEN: usize = 16 * 1024 * 1024;
 /// Why a control file could not be read or written. Every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlFileError {
+    /// An earlier write failed after it may have replaced the file (e.g. the directory
+    /// fsync after the rename): what the file holds is unknown, so the store refuses every
+    /// further change until the timeline is reloaded from disk.
+    #[error("control file {}: broken by an earlier failed write ({reason}); reload the timeline", path.display())]
+    Broken {
+        /// The file.
+        path: PathBuf,
+        /// The failure that broke it.
+        reason: String,
+    },
     /// Reading or writing failed.
     #[error("control file {}: {source}", path.display())]
     Io {
@@ -428,6 +444,8 @@ pub struct ControlFileStore {
     path: PathBuf,
     sync: Sync,
     state: TimelinePersistentState,
+    /// Set by a failed write: see [`ControlFileError::Broken`].
+    broken: Option<String>,
 }
 
 impl ControlFileStore {
@@ -435,7 +453,12 @@ impl ControlFileStore {
     pub fn load(dir: &Path, sync: Sync) -> Result<Self, ControlFileError> {
         let path = dir.join(CONTROL_FILE_NAME);
         let state = load(&path)?;
-        Ok(ControlFileStore { path, sync, state })
+        Ok(ControlFileStore {
+            path,
+            sync,
+            state,
+            broken: None,
+        })
     }
 
     /// Writes `state` as `<dir>/safekeeper.control` (replacing any file there).
@@ -446,7 +469,12 @@ impl ControlFileStore {
     ) -> Result<Self, ControlFileError> {
         let path = dir.join(CONTROL_FILE_NAME);
         persist(&path, &state, sync)?;
-        Ok(ControlFileStore { path, sync, state })
+        Ok(ControlFileStore {
+            path,
+            sync,
+            state,
+            broken: None,
+        })
     }
 
     /// The file.
@@ -459,11 +487,37 @@ impl ControlFileStore {
         &self.state
     }
 
-    /// Durably replaces the state; on error the persisted state is unchanged.
+    /// Durably replaces the state. On an I/O error the in-memory state stays the old one,
+    /// but the file may already hold the new one (a failed directory fsync comes after the
+    /// rename), so the store is [broken](ControlFileError::Broken) from then on: the
+    /// in-memory copy can no longer claim to match the disk, and acting on it (answering
+    /// in an older term than the one on disk, say) could break the protocol's promises.
     pub fn persist(&mut self, state: TimelinePersistentState) -> Result<(), ControlFileError> {
-        persist(&self.path, &state, self.sync)?;
-        self.state = state;
-        Ok(())
+        self.check_not_broken()?;
+        match persist(&self.path, &state, self.sync) {
+            Ok(()) => {
+                self.state = state;
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, ControlFileError::Io { .. }) {
+                    tracing::error!("{e}: the timeline refuses further changes until reloaded");
+                    self.broken = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `Err(Broken)` once a write has failed (see [`ControlFileStore::persist`]).
+    pub fn check_not_broken(&self) -> Result<(), ControlFileError> {
+        match &self.broken {
+            Some(reason) => Err(ControlFileError::Broken {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -382,22 +382,46 @@ fn create_segment(
         .truncate(true)
         .open(&temp)
         .map_err(io_err("create", &temp))?;
-    file.set_len(seg_size)
-        .map_err(io_err("set length of", &temp))?;
-    // Allocate the blocks now, so fdatasync later need not. Best effort: not every file
-    // system supports it, and the size is already right.
-    let _ = nix::fcntl::fallocate(
-        &file,
-        nix::fcntl::FallocateFlags::empty(),
-        0,
-        seg_size as i64,
-    );
-    if !prefix.is_empty() {
-        file.write_all_at(prefix, 0)
-            .map_err(io_err("write", &temp))?;
+    let filled = (|| {
+        file.set_len(seg_size)
+            .map_err(io_err("set length of", &temp))?;
+        preallocate(&file, seg_size, &temp)?;
+        if !prefix.is_empty() {
+            file.write_all_at(prefix, 0)
+                .map_err(io_err("write", &temp))?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = filled {
+        // A segment whose blocks could not be allocated is never renamed into place.
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
     }
     crashsafe::durable_rename(&temp, &path, sync).map_err(io_err("create segment", &path))?;
     Ok(file)
+}
+
+/// Allocates a new segment's blocks now, so that running out of space fails the segment's
+/// creation (before any WAL is acknowledged into it) rather than a later write or
+/// fdatasync. A file system without `fallocate` gets the zeros written instead; any other
+/// failure (ENOSPC, EDQUOT, EIO) is the creation's error.
+fn preallocate(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
+    use nix::errno::Errno;
+    match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, len as i64) {
+        Ok(()) => Ok(()),
+        Err(Errno::EOPNOTSUPP | Errno::ENOSYS) => {
+            let zeros = vec![0u8; 1 << 20];
+            let mut off = 0u64;
+            while off < len {
+                let n = (len - off).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], off)
+                    .map_err(io_err("write zeros into", path))?;
+                off += n as u64;
+            }
+            Ok(())
+        }
+        Err(e) => Err(io_err("preallocate", path)(io::Error::from(e))),
+    }
 }
 
 /// Deletes the complete segments of `dir` that lie entirely below `horizon` (segment number

@@ -65,10 +65,16 @@ pub enum AccessMethod {
     Sequence,
     /// Visibility-map fork pages of any relation.
     VisibilityMap,
+    /// Any other access method (contrib's `bloom`, an extension's): compared with the
+    /// masking every standard page gets (LSN, checksum, header hint bits, unused space),
+    /// rather than not at all.
+    Other,
 }
 
 impl AccessMethod {
-    /// From `pg_am.amname` (tables report `heap`), or `sequence` for `relkind = 'S'`.
+    /// From `pg_am.amname` (tables report `heap`), or `sequence` for `relkind = 'S'`; an
+    /// access method the oracle has no rules for is [`AccessMethod::Other`], and only an
+    /// empty name (a relation without one) is `None`.
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "heap" => AccessMethod::Heap,
@@ -79,7 +85,8 @@ impl AccessMethod {
             "spgist" => AccessMethod::SpGist,
             "brin" => AccessMethod::Brin,
             "sequence" => AccessMethod::Sequence,
-            _ => return None,
+            "" => return None,
+            _ => AccessMethod::Other,
         })
     }
 
@@ -95,6 +102,7 @@ impl AccessMethod {
             AccessMethod::Brin => "brin",
             AccessMethod::Sequence => "sequence",
             AccessMethod::VisibilityMap => "vm",
+            AccessMethod::Other => "other",
         }
     }
 }
@@ -186,6 +194,16 @@ pub fn mask_page(page: &mut [u8; BLCKSZ], am: AccessMethod, blkno: u32) -> Resul
     match am {
         AccessMethod::VisibilityMap => Ok(()),
         AccessMethod::Sequence => mask_unused_space(page),
+        AccessMethod::Other => {
+            mask_hint_bits(page);
+            // A metapage may keep its data below pd_lower without line pointers; only a
+            // header that describes a page layout has unused space to mask.
+            if pd_lower(page) > HEADER && pd_lower(page) <= pd_upper(page) {
+                mask_unused_space(page)
+            } else {
+                Ok(())
+            }
+        }
         AccessMethod::Heap => heap_mask(page, blkno),
         AccessMethod::Btree => {
             mask_hint_bits(page);
@@ -436,6 +454,20 @@ mod tests {
         assert_eq!(compare_masked(&a, &b, AccessMethod::Sequence, 0), None);
         set_u16(&mut a, 12, 9000);
         assert!(mask_page(&mut a, AccessMethod::Sequence, 0).is_err());
+    }
+
+    #[test]
+    fn other_access_methods_get_the_generic_masking() {
+        assert_eq!(AccessMethod::from_name("bloom"), Some(AccessMethod::Other));
+        assert_eq!(AccessMethod::from_name(""), None);
+        let a = heap_page_with_tuple(0, 0);
+        let mut b = a;
+        b[0..8].copy_from_slice(&[9; 8]); // LSN
+        b[100] = 0xEE; // unused space
+        assert_eq!(compare_masked(&a, &b, AccessMethod::Other, 0), None);
+        // Data is compared.
+        b[8184] ^= 1;
+        assert!(compare_masked(&a, &b, AccessMethod::Other, 0).is_some());
     }
 
     #[test]

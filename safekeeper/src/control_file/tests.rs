@@ -192,7 +192,8 @@ fn store_persists_durably_and_keeps_old_state_on_failure() {
         "no temp file left behind"
     );
 
-    // A failed write leaves both the file and the in-memory state as they were.
+    // A failed write leaves the in-memory state as it was, and breaks the store: the file
+    // may hold either state, so no later change is accepted, even once writes would work.
     let gone = dir.path().join("gone");
     std::fs::create_dir(&gone).unwrap();
     let mut doomed = ControlFileStore::create(&gone, s.clone(), Sync::No).unwrap();
@@ -200,6 +201,11 @@ fn store_persists_durably_and_keeps_old_state_on_failure() {
     let e = doomed.persist(next.clone()).unwrap_err();
     assert!(e.to_string().contains("gone"), "{e}");
     assert_eq!(doomed.state(), &s);
+    std::fs::create_dir(&gone).unwrap();
+    let e = doomed.persist(next.clone()).unwrap_err();
+    assert!(matches!(e, ControlFileError::Broken { .. }), "{e}");
+    assert!(e.to_string().contains("reload the timeline"), "{e}");
+    assert!(doomed.check_not_broken().is_err());
 
     let e = ControlFileStore::load(&dir.path().join("missing"), Sync::No).unwrap_err();
     assert!(matches!(e, ControlFileError::Io { .. }), "{e}");
@@ -221,4 +227,64 @@ fn creation_state() {
     assert_eq!(s.acceptor_state.last_log_term(Lsn::MAX), INITIAL_TERM);
     assert!(!s.local_start_lsn.is_valid());
     s.validate().unwrap();
+}
+
+/// The control files of every format version that has existed, as written by that
+/// version. Each must load; the current version's must also re-encode to the very same
+/// bytes, so a change of the body (a new, renamed or retyped field) without a version bump
+/// fails here. When that happens: bump `FORMAT_VERSION`, add the conversion step, and add
+/// the new version's file (`STRATA_WRITE_CONTROL_FIXTURE=<path>` writes `sample()` there).
+mod fixtures {
+    use super::*;
+
+    const V0: &[u8] = include_bytes!("fixtures/v0.control");
+    const V1: &[u8] = include_bytes!("fixtures/v1.control");
+
+    fn fixture_path(v: u32) -> PathBuf {
+        PathBuf::from(format!("fixtures/v{v}.control"))
+    }
+
+    #[test]
+    fn every_version_loads() {
+        let v0 = decode(V0, &fixture_path(0)).unwrap();
+        assert_eq!(v0.acceptor_state.term, 7);
+        assert_eq!(v0.commit_lsn, Lsn(0x0190_0000));
+        assert_eq!(v0.mconf, Configuration::empty());
+        let v1 = decode(V1, &fixture_path(1)).unwrap();
+        let expected = sample();
+        // The fixture was written from `sample()` with fixed ids.
+        assert_eq!(v1.acceptor_state, expected.acceptor_state);
+        assert_eq!(v1.commit_lsn, expected.commit_lsn);
+        assert_eq!(v1.mconf, expected.mconf);
+        assert_eq!(v1.server, expected.server);
+        assert_eq!(v1.creation_ts, expected.creation_ts);
+    }
+
+    #[test]
+    fn the_current_version_is_byte_identical_to_its_fixture() {
+        assert_eq!(
+            FORMAT_VERSION, 1,
+            "a new format version needs its fixture here (see the module docs)"
+        );
+        let state = decode(V1, &fixture_path(1)).unwrap();
+        let again = encode(&state, &fixture_path(1)).unwrap();
+        assert!(
+            again == V1,
+            "the control file body changed without a FORMAT_VERSION bump:\nfixture: {}\nnow:     {}",
+            String::from_utf8_lossy(&V1[12..V1.len() - 4]),
+            String::from_utf8_lossy(&again[12..again.len() - 4]),
+        );
+    }
+
+    /// Writes the current version's fixture when asked (never in a normal run).
+    #[test]
+    fn write_fixture_when_asked() {
+        let Ok(path) = std::env::var("STRATA_WRITE_CONTROL_FIXTURE") else {
+            return;
+        };
+        let mut s = sample();
+        s.tenant_id = "0123456789abcdef0123456789abcdef".parse().unwrap();
+        s.timeline_id = "fedcba9876543210fedcba9876543210".parse().unwrap();
+        std::fs::write(&path, encode(&s, Path::new(&path)).unwrap()).unwrap();
+    }
 }

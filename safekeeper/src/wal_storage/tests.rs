@@ -663,3 +663,45 @@ fn truncate_at_commit_after_the_previous_segment_was_removed() {
     s.truncate(switch_end).unwrap();
     assert_eq!(s.flush_lsn(), switch_end);
 }
+
+/// A `size` tmpfs mounted for the test (root only; `None` elsewhere).
+struct SmallTmpfs(tempfile::TempDir);
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallTmpfs(dir))
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_segment_that_does_not_fit_is_an_error_and_leaves_nothing_behind() {
+    // Room for one 1 MiB segment, not two.
+    let Some(fs) = SmallTmpfs::mount("1536k") else {
+        eprintln!("cannot mount a tmpfs here (not root?): nothing checked");
+        return;
+    };
+    let dir = fs.0.path();
+    create_segment(dir, 1, SEG, &[], Sync::No).expect("the first segment fits");
+    let e = create_segment(dir, 2, SEG, &[], Sync::No).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("preallocate") && msg.contains("No space left"),
+        "{msg}"
+    );
+    let names = segment_files(dir);
+    assert_eq!(names.len(), 1, "no second segment, no temp file: {names:?}");
+}

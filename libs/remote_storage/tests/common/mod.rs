@@ -243,7 +243,13 @@ pub fn azurite() -> &'static ServerProcess {
             ));
         }
         let exe = if is_js {
-            which("node").ok_or("azurite: node is not on PATH")?
+            // scripts/setup puts a Node.js 20 there when the machine's is too old.
+            let private = workspace_root().join(".tools/node/bin/node");
+            if private.exists() {
+                private
+            } else {
+                which("node").ok_or("azurite: node is not on PATH")?
+            }
         } else {
             exe
         };
