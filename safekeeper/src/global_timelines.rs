@@ -26,7 +26,7 @@ use utils::{Lsn, TenantId, TenantTimelineId};
 use crate::SafeKeeperConf;
 use crate::control_file::TimelinePersistentState;
 use crate::metrics;
-use crate::shared_timeline::SharedTimeline;
+use crate::shared_timeline::{SharedTimeline, TimelineGone};
 use crate::timeline::{self, Timeline, TimelineError};
 
 /// Why a timeline could not be found, created or deleted.
@@ -174,6 +174,12 @@ impl GlobalTimelines {
     ) -> Result<Arc<SharedTimeline>, GlobalTimelinesError> {
         let maps = lock(&self.maps);
         if let Some(t) = maps.timelines.get(ttid) {
+            if t.is_broken() {
+                return Err(GlobalTimelinesError::Broken {
+                    ttid: *ttid,
+                    msg: TimelineGone::Broken(*ttid).to_string(),
+                });
+            }
             return Ok(Arc::clone(t));
         }
         match maps.broken.get(ttid) {
@@ -190,18 +196,27 @@ impl GlobalTimelines {
         lock(&self.maps).timelines.values().cloned().collect()
     }
 
-    /// The ids of served timelines.
+    /// The ids of served timelines (not those a panic made Broken).
     pub fn list(&self) -> Vec<TenantTimelineId> {
-        lock(&self.maps).timelines.keys().copied().collect()
+        lock(&self.maps)
+            .timelines
+            .iter()
+            .filter(|(_, t)| !t.is_broken())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
-    /// The broken timelines with their load errors.
+    /// The broken timelines with their errors: those that failed to load, and those a panic
+    /// under the acceptor lock made Broken.
     pub fn broken(&self) -> Vec<(TenantTimelineId, String)> {
-        lock(&self.maps)
-            .broken
-            .iter()
-            .map(|(t, m)| (*t, m.clone()))
-            .collect()
+        let maps = lock(&self.maps);
+        let mut out: Vec<_> = maps.broken.iter().map(|(t, m)| (*t, m.clone())).collect();
+        for (ttid, t) in &maps.timelines {
+            if t.is_broken() {
+                out.push((*ttid, TimelineGone::Broken(*ttid).to_string()));
+            }
+        }
+        out
     }
 
     /// Creates a timeline from its initial state (blocking).

@@ -125,7 +125,10 @@ impl From<GlobalTimelinesError> for ApiError {
 }
 
 fn gone(e: TimelineGone) -> ApiError {
-    ApiError::NotFound(e.to_string())
+    match e {
+        TimelineGone::Deleted(_) => ApiError::NotFound(e.to_string()),
+        TimelineGone::Broken(_) => ApiError::Conflict(e.to_string()),
+    }
 }
 
 /// Runs blocking work off the runtime.

@@ -367,6 +367,9 @@ fn disk_loop(
                 flusher.run(tl, tx)
             })
             .map_err(|e| format!("spawning the WAL flush thread: {e}"))?;
+        // A panic below must still let the flusher exit: the scope waits for it before
+        // the panic goes on, and a flusher left waiting would hang the connection forever.
+        let _close_on_unwind = CloseOnDrop(flusher);
         let mut state = DiskState {
             tl,
             conn_id,
@@ -384,6 +387,15 @@ fn disk_loop(
             .map_err(|_| "the WAL flush thread panicked".to_string())?;
         result.and(flushed)
     })
+}
+
+/// Closes the flusher when dropped (also while unwinding from a panic).
+struct CloseOnDrop<'a>(&'a Flusher);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// Flush requests from the disk thread to the flusher thread. Requests made while a flush

@@ -15,6 +15,11 @@
 //! * Once [`SharedTimeline::mark_deleted`] has run (under the lock), every later
 //!   `with_acceptor` fails with [`TimelineGone`] and the timeline's cancellation token is
 //!   cancelled, so connections serving it end.
+//! * A panic inside `with_acceptor` poisons the acceptor lock, and a poisoned lock is never
+//!   taken for acceptor work again: the timeline is Broken ([`TimelineGone::Broken`]; the
+//!   registry reports it as broken too), its connections are cancelled, and only a restart,
+//!   which reloads it from disk, serves it again. Carrying on with the data a panic left
+//!   behind could answer from a decoder or positions out of step with the disk.
 //! * The registry of connected proposers and walsenders, and the feedback they reported,
 //!   are in a second mutex that is never held across I/O.
 
@@ -34,10 +39,20 @@ use utils::{Lsn, TenantTimelineId};
 use crate::acceptor::Acceptor;
 use crate::metrics;
 
-/// The timeline was deleted while a connection or task still held it.
+/// The timeline can no longer be served through this handle.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("timeline {0} has been deleted")]
-pub struct TimelineGone(pub TenantTimelineId);
+pub enum TimelineGone {
+    /// Deleted while a connection or task still held it.
+    #[error("timeline {0} has been deleted")]
+    Deleted(TenantTimelineId),
+    /// A panic happened while the acceptor lock was held: the in-memory acceptor (its WAL
+    /// decoder, its positions) may be out of step with the disk, so it is never used again.
+    /// Restarting the safekeeper reloads the timeline from disk.
+    #[error(
+        "timeline {0} is broken: a panic interrupted an operation on it; it is refused until the safekeeper restarts and reloads it from disk"
+    )]
+    Broken(TenantTimelineId),
+}
 
 /// A copy of a timeline's positions, published after every acceptor operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -177,9 +192,15 @@ impl SharedTimeline {
     /// Runs `f` on the acceptor (blocking: call from a blocking thread), then publishes the
     /// new positions.
     pub fn with_acceptor<R>(&self, f: impl FnOnce(&mut Acceptor) -> R) -> Result<R, TimelineGone> {
-        let mut inner = lock(&self.inner);
+        let mut inner = match self.inner.lock() {
+            Ok(inner) => inner,
+            Err(_) => {
+                self.cancel.cancel();
+                return Err(TimelineGone::Broken(self.ttid));
+            }
+        };
         if inner.deleted {
-            return Err(TimelineGone(self.ttid));
+            return Err(TimelineGone::Deleted(self.ttid));
         }
         let result = f(&mut inner.acceptor);
         let snap = TimelineSnapshot::of(&inner.acceptor);
@@ -200,6 +221,11 @@ impl SharedTimeline {
         drop(inner);
         self.cancel.cancel();
         !was
+    }
+
+    /// Whether a panic under the acceptor lock has made the timeline unusable.
+    pub fn is_broken(&self) -> bool {
+        self.inner.is_poisoned()
     }
 
     /// The latest positions.

@@ -869,6 +869,9 @@ impl PhysicalStorage {
     /// Appends `buf`, which must start at the end of the WAL, after checking it decodes.
     /// Not durable until [`PhysicalStorage::flush`].
     pub fn write_wal(&mut self, begin: Lsn, buf: &[u8]) -> Result<(), StorageError> {
+        // Tests make this `panic` to check that a panic under the acceptor lock breaks the
+        // timeline rather than leaving it half-updated.
+        let _ = utils::failpoint::eval("wal-storage-write");
         self.check_initialized()?;
         if begin != self.write_lsn {
             let (dir, write_lsn) = (self.config.dir.clone(), self.write_lsn);

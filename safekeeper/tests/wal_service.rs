@@ -414,6 +414,68 @@ async fn failpoint_fails_a_flush_and_the_timeline_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_writing_wal_breaks_that_timeline_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let sk = Sk::start(&dir.path().join("sk"), &["--no-sync"]);
+    let (code, _) = sk.http(
+        "PUT",
+        "/v1/failpoints",
+        Some(r#"[{"name": "wal-storage-write", "actions": "1*panic"}]"#),
+    );
+    if code == 404 {
+        eprintln!("skipped: the binary was built without the testing feature");
+        return;
+    }
+    assert_eq!(code, 200);
+    let addr = sk.pg_addr();
+    let ttid = TenantTimelineId::generate();
+    let (wal, ends) = generate_wal(START, 20, 300);
+    let end = *ends.last().unwrap();
+    let mut p = bootstrap(&addr, ttid, 1).await;
+    p.send(&Proposer::append(1, START, &wal, Lsn::INVALID))
+        .await
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    // The connection ends at once (with or without an error message): no acknowledgement,
+    // and no thread left waiting.
+    let r = p.recv().await;
+    assert!(
+        !matches!(r, Ok(AcceptorMessage::AppendResponse(_))),
+        "an append that panicked was acknowledged: {r:?}"
+    );
+    assert!(
+        !matches!(&r, Err(ProtocolError::Malformed { reason, .. }) if reason.contains("timed out")),
+        "the connection hung after the panic ({:?})",
+        t0.elapsed()
+    );
+    let path = format!(
+        "/v1/tenant/{}/timeline/{}",
+        ttid.tenant_id, ttid.timeline_id
+    );
+    let (code, body) = sk.http("GET", &path, None);
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("broken"), "{body}");
+    let (_, list) = sk.http("GET", "/v1/tenant/timeline", None);
+    assert!(list.contains("a panic interrupted"), "{list}");
+    // A proposer cannot use it either.
+    let e = match Proposer::connect(&addr, ttid).await {
+        Err(ProtocolError::Server(e)) => e.message,
+        Err(e) => panic!("{e}"),
+        Ok(mut again) => {
+            let greeting = again.greeting();
+            let _ = again.send(&greeting).await;
+            server_error(again.recv().await)
+        }
+    };
+    assert!(e.contains("broken"), "{e}");
+    // Another timeline is served as usual.
+    let other = TenantTimelineId::generate();
+    let mut p = bootstrap(&addr, other, 1).await;
+    let r = p.stream(1, START, &wal, end, end).await;
+    assert_eq!(r.last().unwrap().flush_lsn, end);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_connections_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut sk = Sk::start(&dir.path().join("sk"), &["--no-sync"]);
