@@ -425,9 +425,23 @@ impl RemoteStorage for AzureBlobStorage {
         let map_err =
             move |e: azure_core::Error| classify(e, "Get Blob", &name_for_errors, &container);
         let first_body = first.data.map_err(map_err.clone());
+        // The SDK fetches a large blob in ranges, one request each, and only the caller's
+        // condition goes with them: a blob overwritten meanwhile would hand back old bytes
+        // followed by new ones. Every range must come from the version the first did.
+        let pinned = first.blob.properties.etag.to_string();
+        let name_for_etag = name.clone();
         let rest = pages
             .map_err(map_err.clone())
-            .map_ok(move |page| page.data.map_err(map_err.clone()))
+            .and_then(move |page| {
+                let now = page.blob.properties.etag.to_string();
+                futures::future::ready(if now == pinned {
+                    Ok(page.data.map_err(map_err.clone()))
+                } else {
+                    Err(Error::Transient(anyhow::anyhow!(
+                        "Get Blob {name_for_etag}: the blob changed during the download (etag {pinned}, then {now}); download it again"
+                    )))
+                })
+            })
             .try_flatten();
         let mut body: crate::DownloadStream = Box::pin(first_body.chain(rest));
         if opts.is_ranged() {

@@ -45,6 +45,7 @@ macro_rules! all_cases {
             concurrent_uploads,
             invalid_paths_rejected,
             upload_from_file,
+            overwrite_during_a_large_download,
         );
     };
 }
