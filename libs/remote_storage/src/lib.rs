@@ -441,17 +441,71 @@ pub trait RemoteStorage: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), Error>> + Send;
 }
 
-/// Applies `max_keys` to one page: trims it and says how many may still follow.
+/// Applies `max_keys` to one page: keeps the first entries in byte order of keys and common
+/// prefixes together (S3's `MaxKeys` counts both, in that one order), and says how many may
+/// still follow.
 pub(crate) fn apply_max_keys(page: &mut Listing, remaining: &mut Option<u32>) {
     let Some(left) = remaining.as_mut() else {
         return;
     };
-    let left_usize = *left as usize;
-    if page.keys.len() >= left_usize {
-        page.keys.truncate(left_usize);
-        page.prefixes.clear();
-    } else if page.keys.len() + page.prefixes.len() > left_usize {
-        page.prefixes.truncate(left_usize - page.keys.len());
+    let (mut k, mut p) = (0, 0);
+    while k + p < *left as usize && (k < page.keys.len() || p < page.prefixes.len()) {
+        let key_first = match (page.keys.get(k), page.prefixes.get(p)) {
+            (Some(key), Some(prefix)) => key.key.as_str() < prefix.as_str(),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if key_first {
+            k += 1;
+        } else {
+            p += 1;
+        }
     }
-    *left -= (page.keys.len() + page.prefixes.len()) as u32;
+    page.keys.truncate(k);
+    page.prefixes.truncate(p);
+    *left -= (k + p) as u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(keys: &[&str], prefixes: &[&str]) -> Listing {
+        Listing {
+            prefixes: prefixes
+                .iter()
+                .map(|p| RemotePath::new(p).unwrap())
+                .collect(),
+            keys: keys
+                .iter()
+                .map(|k| ListingObject {
+                    key: RemotePath::new(k).unwrap(),
+                    last_modified: SystemTime::UNIX_EPOCH,
+                    size: 0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn max_keys_counts_keys_and_prefixes_in_one_byte_order() {
+        let mut page = listing(&["a", "c", "e"], &["b/", "d/"]);
+        let mut left = Some(3);
+        apply_max_keys(&mut page, &mut left);
+        assert_eq!(page, listing(&["a", "c"], &["b/"]));
+        assert_eq!(left, Some(0));
+        let mut page = listing(&["x"], &["a/", "b/"]);
+        let mut left = Some(2);
+        apply_max_keys(&mut page, &mut left);
+        assert_eq!(page, listing(&[], &["a/", "b/"]));
+        let mut page = listing(&["a"], &["b/"]);
+        let mut left = Some(5);
+        apply_max_keys(&mut page, &mut left);
+        assert_eq!(page, listing(&["a"], &["b/"]));
+        assert_eq!(left, Some(3));
+        let mut page = listing(&["a"], &["b/"]);
+        let mut none = None;
+        apply_max_keys(&mut page, &mut none);
+        assert_eq!(page, listing(&["a"], &["b/"]));
+    }
 }
