@@ -12,7 +12,10 @@
 //! Out of scope (see the issue): FSM forks, pages not referenced by WAL after the first
 //! checkpoint, unlogged relations' main forks, relations dropped or rewritten since. Access
 //! methods without rules of their own (contrib's `bloom` here) are compared with the generic
-//! masking and reported as `am=other`.
+//! masking and reported as `am=other`. Visibility-map pages may lack bits the primary has
+//! only in the database created with `STRATEGY = WAL_LOG` (counted as
+//! `vm_pages_with_fewer_bits`, 37 per run today); a VM page lacking bits anywhere else fails
+//! the test, so a bug that stops setting VM bits cannot pass.
 
 // Test code: a failed setup step should stop the test with its error.
 #![allow(clippy::unwrap_used)]
@@ -311,6 +314,14 @@ async fn run_oracle(compression: &str) -> RunTotals {
         pg.psql_script(db, PER_DB_WORKLOAD).unwrap();
     }
     let rels = catalog(&pg);
+    // VM pages of a database created with STRATEGY = WAL_LOG may lack bits the primary has
+    // (the copy's pages are logged as images of the source at the copy); nowhere else.
+    let wal_log_db: u32 = pg
+        .psql("SELECT oid FROM pg_database WHERE datname = 'db_wal'")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     pg.psql("CHECKPOINT").unwrap();
     pg.stop("fast").unwrap();
 
@@ -328,6 +339,7 @@ async fn run_oracle(compression: &str) -> RunTotals {
     let mut skipped = 0usize;
     let mut negative_candidates = Vec::new();
     let mut vm_conservative = 0usize;
+    let mut vm_unexplained = Vec::new();
 
     for (key, history) in &histories {
         let PageReplay { base, records } = PageReplay::from_history(history);
@@ -453,7 +465,11 @@ async fn run_oracle(compression: &str) -> RunTotals {
         let mut rebuilt_page = [0u8; BLCKSZ];
         rebuilt_page.copy_from_slice(&page);
         if am_name == AccessMethod::VisibilityMap && vm_bits_missing(&expected, &rebuilt_page) > 0 {
-            vm_conservative += 1;
+            if tag.rel.dbnode == wal_log_db {
+                vm_conservative += 1;
+            } else {
+                vm_unexplained.push(format!("{tag}"));
+            }
         }
         if let Some(diff) = compare_masked(&expected, &rebuilt_page, am_name, tag.blkno) {
             c.mismatches += 1;
@@ -509,6 +525,12 @@ async fn run_oracle(compression: &str) -> RunTotals {
             "walredo_oracle: MISMATCH compression={compression} {f}"
         ));
     }
+    assert!(
+        vm_unexplained.is_empty(),
+        "compression={compression}: {} VM pages lack bits the primary set, outside the WAL_LOG-created database (a bug that fails to set VM bits?): {:?}",
+        vm_unexplained.len(),
+        &vm_unexplained[..vm_unexplained.len().min(10)]
+    );
     for am in [
         "heap",
         "btree",
