@@ -13,7 +13,7 @@
 //!   removed.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use safekeeper_api::ServerInfo;
@@ -90,16 +90,9 @@ impl std::fmt::Debug for GlobalTimelines {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::lock_ignoring_poison as lock;
 
-/// Whether WAL could start at `lsn`: a page boundary, or a MAXALIGNed position after the
-/// page header (what [`crate::wal_storage::PhysicalStorage::check_start_lsn`] accepts).
-pub fn is_possible_start_lsn(lsn: Lsn, seg_size: u64) -> bool {
-    let header = postgres_ffi::xlog_page::page_header_size(lsn.page_start(), seg_size) as u64;
-    lsn.is_valid() && (lsn.page_offset() == 0 || (lsn.is_aligned() && lsn.page_offset() >= header))
-}
+pub use crate::wal_storage::is_possible_start_lsn;
 
 /// The initial state of a timeline created with a known WAL start (`POST
 /// /v1/tenant/timeline`): its history is `[(0, start_lsn)]` and every position starts

@@ -48,3 +48,11 @@ impl SafeKeeperConf {
         Sync::from_no_sync(self.no_sync)
     }
 }
+
+/// Takes a mutex whose data a panic cannot leave in a state that matters more than losing
+/// service would (registries, connection lists, flush requests): a poisoned lock is used
+/// as it is. Not for the acceptor, whose poisoned lock makes its timeline Broken
+/// ([`shared_timeline::TimelineGone::Broken`]).
+pub(crate) fn lock_ignoring_poison<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -415,7 +415,7 @@ struct FlushState {
 
 impl Flusher {
     fn lock(&self) -> std::sync::MutexGuard<'_, FlushState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock_ignoring_poison(&self.state)
     }
 
     fn request(&self) {

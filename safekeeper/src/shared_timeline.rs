@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use safekeeper_api::PageserverFeedback;
 use safekeeper_api::models::{TimelineStatus, WalProposerInfo, WalSenderInfo, WalSenderKind};
@@ -146,11 +146,7 @@ pub fn next_conn_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock cannot leave these structures half-updated in a way
-    // that matters more than stopping service would: keep going with the data.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::lock_ignoring_poison as lock;
 
 impl SharedTimeline {
     /// Wraps a loaded acceptor; `parent` is the server's cancellation token.

@@ -364,6 +364,14 @@ pub fn synthesize_prefix(config: WalWriterConfig, upto: Lsn) -> Vec<u8> {
     bytes
 }
 
+/// Whether WAL could start at `lsn`: a page boundary, or a `MAXALIGN`ed position after the
+/// page header (long on a segment's first page, short elsewhere). The one definition,
+/// used by [`PhysicalStorage::check_start_lsn`] and timeline creation.
+pub fn is_possible_start_lsn(lsn: Lsn, seg_size: u64) -> bool {
+    let header = postgres_ffi::xlog_page::page_header_size(lsn.page_start(), seg_size) as u64;
+    lsn.is_valid() && (lsn.page_offset() == 0 || (lsn.is_aligned() && lsn.page_offset() >= header))
+}
+
 /// Creates segment `segno` as `<name>.partial`, full size, with `prefix` at its start:
 /// written as a temp file and durably renamed, so the segment exists whole or not at all.
 fn create_segment(
@@ -768,11 +776,7 @@ impl PhysicalStorage {
     /// Checks that WAL could start at `lsn`: a page boundary, or a `MAXALIGN`ed position
     /// after the page header.
     pub fn check_start_lsn(&self, lsn: Lsn) -> Result<(), StorageError> {
-        let header =
-            postgres_ffi::xlog_page::page_header_size(lsn.page_start(), self.config.seg_size);
-        let ok = lsn.is_valid()
-            && (lsn.page_offset() == 0 || (lsn.is_aligned() && lsn.page_offset() >= header as u64));
-        if ok {
+        if is_possible_start_lsn(lsn, self.config.seg_size) {
             Ok(())
         } else {
             Err(StorageError::InvalidConfig {
