@@ -9,14 +9,24 @@
 //! Invariant: the bytes are exactly the proposer's log over `[start, end)`; nothing else is
 //! ever inserted, so a range handed out by [`WalBuffer::get`] is always the proposer's WAL.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 use utils::Lsn;
 
 /// A contiguous range of the proposer's WAL. See the module docs.
+///
+/// Held as a deque of shared chunks (as they arrived from the compute or the donor): adding
+/// at either end and dropping from the front move no bytes, and [`WalBuffer::get`] hands
+/// out a slice of a chunk without copying, so one chunk sent to three safekeepers is held
+/// once. A 128 MiB buffer trimmed by 1 MiB used to mean a 127 MiB memmove.
 #[derive(Debug, Clone)]
 pub struct WalBuffer {
     start: Lsn,
-    data: Vec<u8>,
+    len: u64,
+    /// Contiguous, in order: each chunk starts where the previous one ends, the first at
+    /// `start`. Never holds an empty chunk.
+    chunks: VecDeque<(Lsn, Bytes)>,
 }
 
 impl WalBuffer {
@@ -24,7 +34,8 @@ impl WalBuffer {
     pub fn new(at: Lsn) -> Self {
         WalBuffer {
             start: at,
-            data: Vec::new(),
+            len: 0,
+            chunks: VecDeque::new(),
         }
     }
 
@@ -35,22 +46,27 @@ impl WalBuffer {
 
     /// The LSN after the last byte held.
     pub fn end(&self) -> Lsn {
-        Lsn(self.start.0 + self.data.len() as u64)
+        Lsn(self.start.0 + self.len)
     }
 
     /// How many bytes are held.
     pub fn len(&self) -> u64 {
-        self.data.len() as u64
+        self.len
     }
 
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len == 0
     }
 
     /// Adds `bytes` at the end.
     pub fn append(&mut self, bytes: &[u8]) {
-        self.data.extend_from_slice(bytes);
+        if bytes.is_empty() {
+            return;
+        }
+        let at = self.end();
+        self.chunks.push_back((at, Bytes::copy_from_slice(bytes)));
+        self.len += bytes.len() as u64;
     }
 
     /// Adds `bytes` in front; they must end exactly at [`WalBuffer::start`].
@@ -59,31 +75,49 @@ impl WalBuffer {
         if at.0 + bytes.len() as u64 != self.start.0 {
             return false;
         }
-        let mut data = Vec::with_capacity(bytes.len() + self.data.len());
-        data.extend_from_slice(bytes);
-        data.extend_from_slice(&self.data);
-        self.data = data;
-        self.start = at;
+        if !bytes.is_empty() {
+            self.chunks.push_front((at, Bytes::copy_from_slice(bytes)));
+            self.len += bytes.len() as u64;
+            self.start = at;
+        }
         true
     }
 
     /// Drops the bytes below `lsn` (no-op if `lsn` is at or below the start).
     pub fn trim_to(&mut self, lsn: Lsn) {
         let lsn = lsn.min(self.end());
-        if lsn > self.start {
-            self.data.drain(..(lsn.0 - self.start.0) as usize);
-            self.start = lsn;
+        if lsn <= self.start {
+            return;
         }
+        while let Some((at, chunk)) = self.chunks.front_mut() {
+            let chunk_end = at.0 + chunk.len() as u64;
+            if chunk_end <= lsn.0 {
+                self.chunks.pop_front();
+            } else {
+                if at.0 < lsn.0 {
+                    let cut = (lsn.0 - at.0) as usize;
+                    *chunk = chunk.slice(cut..);
+                    *at = lsn;
+                }
+                break;
+            }
+        }
+        self.len -= lsn.0 - self.start.0;
+        self.start = lsn;
     }
 
-    /// Up to `max_len` bytes from `from`, or `None` if `from` is outside `[start, end)`.
+    /// Up to `max_len` bytes from `from` (at most to the end of the chunk holding `from`:
+    /// a slice of it, not a copy), or `None` if `from` is outside `[start, end)`.
     pub fn get(&self, from: Lsn, max_len: usize) -> Option<Bytes> {
-        if from < self.start || from >= self.end() {
+        if from < self.start || from >= self.end() || max_len == 0 {
             return None;
         }
-        let off = (from.0 - self.start.0) as usize;
-        let len = max_len.min(self.data.len() - off);
-        Some(Bytes::copy_from_slice(&self.data[off..off + len]))
+        // The last chunk starting at or before `from`.
+        let i = self.chunks.partition_point(|(at, _)| *at <= from) - 1;
+        let (at, chunk) = &self.chunks[i];
+        let off = (from.0 - at.0) as usize;
+        let len = max_len.min(chunk.len() - off);
+        Some(chunk.slice(off..off + len))
     }
 }
 
@@ -102,7 +136,9 @@ mod tests {
         assert_eq!(b.get(Lsn(100), 2).unwrap().as_ref(), &[1, 2]);
         assert!(!b.prepend(Lsn(97), &[9, 9]), "must end at the start");
         assert!(b.prepend(Lsn(98), &[7, 8]));
-        assert_eq!(b.get(Lsn(98), 3).unwrap().as_ref(), &[7, 8, 1]);
+        // A piece ends at its chunk's end; the next one continues.
+        assert_eq!(b.get(Lsn(98), 3).unwrap().as_ref(), &[7, 8]);
+        assert_eq!(b.get(Lsn(100), 3).unwrap().as_ref(), &[1, 2, 3]);
         assert!(b.get(Lsn(97), 1).is_none());
         b.trim_to(Lsn(101));
         assert_eq!(b.start(), Lsn(101));
@@ -111,5 +147,57 @@ mod tests {
         assert_eq!(b.start(), Lsn(101));
         b.trim_to(Lsn(1000));
         assert_eq!((b.start(), b.end()), (Lsn(104), Lsn(104)));
+    }
+
+    /// Random operations against a plain byte vector: the same bytes at every LSN.
+    #[test]
+    fn matches_a_flat_model() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..50 {
+            let base = 1_000u64;
+            let mut b = WalBuffer::new(Lsn(base));
+            let (mut model_start, mut model): (u64, Vec<u8>) = (base, Vec::new());
+            let mut next = 0u8;
+            for _ in 0..200 {
+                match rng.random_range(0..4) {
+                    0 | 1 => {
+                        let n = rng.random_range(0..50);
+                        let bytes: Vec<u8> = (0..n)
+                            .map(|_| {
+                                next = next.wrapping_add(1);
+                                next
+                            })
+                            .collect();
+                        b.append(&bytes);
+                        model.extend_from_slice(&bytes);
+                    }
+                    2 => {
+                        let n = rng.random_range(0..30).min(model_start as usize);
+                        let bytes: Vec<u8> = (0..n).map(|i| i as u8 ^ 0x5a).collect();
+                        assert!(b.prepend(Lsn(model_start - n as u64), &bytes));
+                        model_start -= n as u64;
+                        model.splice(0..0, bytes);
+                    }
+                    _ => {
+                        let to = model_start + rng.random_range(0..=model.len() as u64 + 5);
+                        b.trim_to(Lsn(to));
+                        let cut = (to.saturating_sub(model_start) as usize).min(model.len());
+                        model.drain(..cut);
+                        model_start += cut as u64;
+                    }
+                }
+                assert_eq!((b.start().0, b.len()), (model_start, model.len() as u64));
+                // Reading everything back, piece by piece, gives the model's bytes.
+                let mut at = b.start();
+                let mut read = Vec::new();
+                while let Some(piece) = b.get(at, rng.random_range(1..40)) {
+                    assert!(!piece.is_empty());
+                    read.extend_from_slice(&piece);
+                    at = Lsn(at.0 + piece.len() as u64);
+                }
+                assert_eq!(read, model);
+            }
+        }
     }
 }
