@@ -257,6 +257,9 @@ pub struct Acceptor {
     term_start_lsn: Lsn,
     /// The highest commit LSN a proposer has sent in the elected term.
     proposer_commit_lsn: Lsn,
+    /// The flush LSN each peer safekeeper last published (broker heartbeats; in memory):
+    /// WAL a peer still lacks is kept for it, within the lag bound.
+    peer_flush: std::collections::BTreeMap<NodeId, Lsn>,
     commit_gauge: IntGauge,
     term_gauge: IntGauge,
 }
@@ -295,6 +298,7 @@ impl Acceptor {
             elected_term: None,
             term_start_lsn: Lsn::INVALID,
             proposer_commit_lsn: state.commit_lsn,
+            peer_flush: Default::default(),
             commit_gauge: metrics::commit_lsn_gauge(&ttid),
             term_gauge: metrics::term_gauge(&ttid),
             control,
@@ -783,16 +787,25 @@ impl Acceptor {
 
     /// Takes what a peer safekeeper published (broker heartbeat): its commit LSN when its
     /// last log term equals ours (then our WAL up to our flush LSN is a prefix of its, so
-    /// what it knows committed is committed here too, up to our flush LSN), and the maximum
-    /// of the horizons. All monotonic, in memory. Returns whether anything moved.
+    /// what it knows committed is committed here too, up to our flush LSN), the maximum of
+    /// the peer horizons, and its flush LSN (which holds back WAL removal for it, see
+    /// [`Acceptor::wal_removal_horizon`]). In memory. Returns whether a position moved.
+    ///
+    /// A peer's backup and remote consistent LSNs are *not* taken: heartbeats are not
+    /// authenticated, and those positions decide what WAL may be deleted. Deletion follows
+    /// only what pageservers report on their own streams to this safekeeper (and, once it
+    /// exists, this safekeeper's own backup).
     pub fn record_peer_info(
         &mut self,
+        peer: NodeId,
         last_log_term: Term,
+        flush_lsn: Lsn,
         commit_lsn: Lsn,
-        backup_lsn: Lsn,
-        remote_consistent_lsn: Lsn,
         peer_horizon_lsn: Lsn,
     ) -> Result<bool, AcceptorError> {
+        if peer != self.node_id {
+            self.peer_flush.insert(peer, flush_lsn);
+        }
         let before = self.mem;
         if self.wal.is_initialized()
             && last_log_term == self.last_log_term()
@@ -801,8 +814,6 @@ impl Acceptor {
             self.proposer_commit_lsn = self.proposer_commit_lsn.max(commit_lsn);
             self.update_commit()?;
         }
-        self.mem.backup_lsn = self.mem.backup_lsn.max(backup_lsn);
-        self.mem.remote_consistent_lsn = self.mem.remote_consistent_lsn.max(remote_consistent_lsn);
         self.mem.peer_horizon_lsn = self.mem.peer_horizon_lsn.max(peer_horizon_lsn);
         Ok(self.mem != before)
     }
@@ -834,7 +845,13 @@ impl Acceptor {
     /// Where WAL may be removed below: the minimum of the *persisted* remote consistent
     /// LSN, backup LSN (when backup is enabled) and commit LSN, and the flush LSN. Persisted
     /// values, so a crash never brings back a position whose WAL is gone.
-    pub fn wal_removal_horizon(&self, backup_enabled: bool) -> Lsn {
+    ///
+    /// It is also held at the flush LSN of every peer that lags by at most `max_peer_lag`
+    /// (the members of the timeline's configuration when it has one, else every peer heard
+    /// from): a safekeeper that was down must find the WAL it lacks on its peers. A peer
+    /// further behind is left to recover another way (from backup, or by pull_timeline), so
+    /// one dead node cannot make the others keep WAL forever.
+    pub fn wal_removal_horizon(&self, backup_enabled: bool, max_peer_lag: u64) -> Lsn {
         let s = self.control.state();
         let mut horizon = s
             .remote_consistent_lsn
@@ -843,13 +860,29 @@ impl Acceptor {
         if backup_enabled {
             horizon = horizon.min(s.backup_lsn);
         }
+        let mconf = self.mconf();
+        let member = |id: &NodeId| {
+            mconf.generation == Generation::NONE
+                || mconf.members.iter().any(|m| m.node_id == *id)
+                || mconf.new_members.iter().flatten().any(|m| m.node_id == *id)
+        };
+        let ours = self.flush_lsn();
+        for (_, &flush) in self.peer_flush.iter().filter(|(id, _)| member(id)) {
+            if flush.0.saturating_add(max_peer_lag) >= ours.0 {
+                horizon = horizon.min(flush);
+            }
+        }
         horizon
     }
 
     /// Deletes the segments wholly below [`Acceptor::wal_removal_horizon`]; returns their
     /// numbers.
-    pub fn remove_old_wal(&self, backup_enabled: bool) -> Result<Vec<u64>, StorageError> {
-        let horizon = self.wal_removal_horizon(backup_enabled);
+    pub fn remove_old_wal(
+        &self,
+        backup_enabled: bool,
+        max_peer_lag: u64,
+    ) -> Result<Vec<u64>, StorageError> {
+        let horizon = self.wal_removal_horizon(backup_enabled, max_peer_lag);
         if !horizon.is_valid() {
             return Ok(Vec::new());
         }

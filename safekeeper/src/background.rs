@@ -141,8 +141,9 @@ pub fn persist_all(timelines: &GlobalTimelines) {
 
 /// Deletes WAL segments wholly below each timeline's removal horizon.
 fn remove_wal(timelines: &GlobalTimelines) {
+    let max_peer_lag = timelines.conf().max_peer_lag;
     for tl in timelines.all() {
-        match tl.with_acceptor(|a| a.remove_old_wal(false)) {
+        match tl.with_acceptor(|a| a.remove_old_wal(false, max_peer_lag)) {
             Ok(Ok(removed)) if !removed.is_empty() => {
                 metrics::WAL_SEGMENTS_REMOVED.inc_by(removed.len() as u64);
                 info!(ttid = %tl.ttid(), segments = ?removed, "removed WAL segments below the horizon");

@@ -13,7 +13,9 @@
 //!   (`remote_consistent_lsn < commit_lsn`).
 //! * From a peer's heartbeat a timeline takes ([`crate::acceptor::Acceptor::record_peer_info`])
 //!   the commit LSN when the peer's last log term equals its own (capped at its own flush
-//!   LSN), and the maximum of the backup, remote consistent and peer horizon LSNs. Its own
+//!   LSN), the maximum of the peer horizon LSNs, and the peer's flush LSN (which holds back
+//!   WAL removal). Never the peer's backup or remote consistent LSN: heartbeats are not
+//!   authenticated, and those would let WAL be deleted. Its own
 //!   heartbeats (echoed by NATS) and heartbeats for timelines it does not hold are ignored;
 //!   a malformed or unknown-version payload is counted and logged at debug level.
 
@@ -184,10 +186,10 @@ async fn subscribe_loop(
         let applied = tokio::task::spawn_blocking(move || {
             tl.with_acceptor(|a| {
                 a.record_peer_info(
+                    info.safekeeper_id,
                     info.last_log_term,
+                    info.flush_lsn,
                     info.commit_lsn,
-                    info.backup_lsn,
-                    info.remote_consistent_lsn,
                     info.peer_horizon_lsn,
                 )
             })

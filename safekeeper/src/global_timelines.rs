@@ -360,6 +360,7 @@ mod tests {
             datadir: dir.to_path_buf(),
             my_id: NodeId(1),
             no_sync: true,
+            max_peer_lag: crate::DEFAULT_MAX_PEER_LAG,
         };
         GlobalTimelines::load(conf, CancellationToken::new()).unwrap()
     }

@@ -40,7 +40,12 @@ pub struct SafeKeeperConf {
     pub my_id: NodeId,
     /// Skip fsyncs (`--no-sync`): survives a process crash, not a power loss.
     pub no_sync: bool,
+    /// WAL removal keeps what a peer lacks while it lags by at most this (`--max-peer-lag`).
+    pub max_peer_lag: u64,
 }
+
+/// Default of [`SafeKeeperConf::max_peer_lag`]: 1 GiB.
+pub const DEFAULT_MAX_PEER_LAG: u64 = 1 << 30;
 
 impl SafeKeeperConf {
     /// The fsync policy.

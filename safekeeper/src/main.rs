@@ -80,6 +80,10 @@ struct Args {
     /// Availability zone, published in heartbeats.
     #[arg(long)]
     availability_zone: Option<String>,
+    /// WAL removal keeps the WAL a peer safekeeper still lacks while it lags by at most this
+    /// many MiB (as its heartbeats last said); a peer further behind must recover otherwise.
+    #[arg(long, default_value_t = safekeeper::DEFAULT_MAX_PEER_LAG >> 20)]
+    max_peer_lag_mib: u64,
 }
 
 fn main() -> ExitCode {
@@ -179,6 +183,7 @@ async fn serve(args: Args, datadir: PathBuf, node_id: NodeId) -> anyhow::Result<
         datadir: datadir.clone(),
         my_id: node_id,
         no_sync: args.no_sync,
+        max_peer_lag: args.max_peer_lag_mib.saturating_mul(1 << 20),
     };
     if args.no_sync {
         info!("--no-sync: WAL and control files are not fsynced");

@@ -147,8 +147,9 @@ impl Timeline {
     pub fn remove_old_wal(
         &self,
         backup_enabled: bool,
+        max_peer_lag: u64,
     ) -> Result<Vec<u64>, crate::wal_storage::StorageError> {
-        self.acceptor.remove_old_wal(backup_enabled)
+        self.acceptor.remove_old_wal(backup_enabled, max_peer_lag)
     }
 }
 
@@ -294,6 +295,7 @@ mod tests {
             datadir: dir.to_path_buf(),
             my_id: NodeId(1),
             no_sync: false,
+            max_peer_lag: crate::DEFAULT_MAX_PEER_LAG,
         }
     }
 

@@ -131,6 +131,7 @@ fn conf(datadir: &Path, no_sync: bool) -> SafeKeeperConf {
         datadir: datadir.to_path_buf(),
         my_id: NodeId(1),
         no_sync,
+        max_peer_lag: safekeeper::DEFAULT_MAX_PEER_LAG,
     }
 }
 

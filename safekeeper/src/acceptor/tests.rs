@@ -7,6 +7,9 @@ use safekeeper_api::membership::Member;
 use safekeeper_api::proto::AppendRequestHeader;
 
 use super::*;
+
+/// The default peer-lag bound of WAL removal.
+const LAG: u64 = crate::DEFAULT_MAX_PEER_LAG;
 use crate::control_file;
 
 const SEG: u32 = 1024 * 1024;
@@ -676,7 +679,11 @@ fn positions_are_persisted_lazily_and_bound_wal_removal() {
     assert_eq!(a.positions().backup_lsn, pos[0].1);
     // Small moves wait for the periodic save.
     assert!(!a.persist_positions_if_needed(false).unwrap());
-    assert_eq!(a.wal_removal_horizon(false), START, "persisted values only");
+    assert_eq!(
+        a.wal_removal_horizon(false, LAG),
+        START,
+        "persisted values only"
+    );
     assert!(a.persist_positions_if_needed(true).unwrap());
     assert!(
         !a.persist_positions_if_needed(true).unwrap(),
@@ -687,13 +694,13 @@ fn positions_are_persisted_lazily_and_bound_wal_removal() {
         (s.commit_lsn, s.remote_consistent_lsn, s.backup_lsn),
         (commit, pos[1].1, pos[0].1)
     );
-    assert_eq!(a.wal_removal_horizon(false), pos[1].1);
-    assert_eq!(a.wal_removal_horizon(true), pos[0].1);
+    assert_eq!(a.wal_removal_horizon(false, LAG), pos[1].1);
+    assert_eq!(a.wal_removal_horizon(true, LAG), pos[0].1);
     // A position a segment ahead is saved without waiting.
     a.update_remote_consistent_lsn(Lsn(pos[1].1.0 + u64::from(SEG)));
     assert!(a.persist_positions_if_needed(false).unwrap());
     // Everything is in segment 1, which holds the horizon: nothing to remove.
-    assert!(a.remove_old_wal(false).unwrap().is_empty());
+    assert!(a.remove_old_wal(false, LAG).unwrap().is_empty());
 }
 
 #[test]
@@ -714,10 +721,10 @@ fn wal_removal_deletes_segments_below_the_horizon() {
     assert_eq!(end.segment_number(u64::from(SEG)), 4);
     // No pageserver has reported: nothing may go.
     a.persist_positions_if_needed(true).unwrap();
-    assert!(a.remove_old_wal(false).unwrap().is_empty());
+    assert!(a.remove_old_wal(false, LAG).unwrap().is_empty());
     a.update_remote_consistent_lsn(Lsn(3 * u64::from(SEG) + 10));
     a.persist_positions_if_needed(true).unwrap();
-    assert_eq!(a.remove_old_wal(false).unwrap(), vec![1, 2]);
+    assert_eq!(a.remove_old_wal(false, LAG).unwrap(), vec![1, 2]);
     // The reader serves what is left, and says clearly what is gone.
     let from = Lsn(3 * u64::from(SEG));
     let back = a.wal_reader(from).unwrap().read_to_vec(end).unwrap();
@@ -789,35 +796,72 @@ fn peer_commit_is_taken_only_with_the_same_last_log_term() {
     let mut a = env.open();
     let pos = bootstrap(&mut a, 5, None);
     assert_eq!(a.commit_lsn(), START);
+    let peer = NodeId(2);
     // Another last log term: the peer's WAL may differ from ours.
     assert!(
-        !a.record_peer_info(7, pos[4].1, Lsn::INVALID, Lsn::INVALID, Lsn::INVALID)
+        !a.record_peer_info(peer, 7, pos[4].1, pos[4].1, Lsn::INVALID)
             .unwrap()
     );
     assert_eq!(a.commit_lsn(), START);
     // The same one: commit moves, but never past our flush LSN.
     assert!(
-        a.record_peer_info(
-            1,
-            Lsn(pos[4].1.0 + 10_000),
-            Lsn::INVALID,
-            Lsn::INVALID,
-            Lsn::INVALID
-        )
-        .unwrap()
+        a.record_peer_info(peer, 1, pos[4].1, Lsn(pos[4].1.0 + 10_000), Lsn::INVALID)
+            .unwrap()
     );
     assert_eq!(a.commit_lsn(), pos[4].1);
-    // Horizons take the maximum.
-    a.record_peer_info(1, Lsn::INVALID, pos[1].1, pos[2].1, pos[3].1)
+    // The peer horizon takes the maximum, and never goes back.
+    a.record_peer_info(peer, 1, pos[4].1, Lsn::INVALID, pos[3].1)
         .unwrap();
     let p = a.positions();
-    assert_eq!(
-        (p.backup_lsn, p.remote_consistent_lsn, p.peer_horizon_lsn),
-        (pos[1].1, pos[2].1, pos[3].1)
-    );
-    a.record_peer_info(1, Lsn::INVALID, START, START, START)
+    assert_eq!(p.peer_horizon_lsn, pos[3].1);
+    a.record_peer_info(peer, 1, pos[4].1, Lsn::INVALID, START)
         .unwrap();
     assert_eq!(a.positions(), p, "never backwards");
+}
+
+/// Heartbeats are not authenticated: a peer's word never lets WAL go, it can only keep it.
+#[test]
+fn wal_removal_keeps_what_a_lagging_peer_lacks_and_ignores_peers_horizons() {
+    let env = Env::new();
+    let mut a = env.open();
+    assert!(vote(&mut a, 1).vote_given);
+    a.handle_elected(&elected(1, START, th(&[(1, START)])))
+        .unwrap();
+    let (wal, pos) = wal_from(START, Lsn::INVALID, 120, 30_000);
+    let end = pos.last().unwrap().1;
+    for (i, chunk) in wal.chunks(128 * 1024).enumerate() {
+        let begin = Lsn(START.0 + (i * 128 * 1024) as u64);
+        a.handle_append(&append(1, begin, chunk, end)).unwrap();
+    }
+    assert_eq!(a.flush().unwrap().commit_lsn, end);
+    a.persist_positions_if_needed(true).unwrap();
+    // Unlike before, a peer's published remote consistent or backup LSN is not taken.
+    a.record_peer_info(NodeId(2), 1, end, end, Lsn::INVALID)
+        .unwrap();
+    assert_eq!(a.positions().remote_consistent_lsn, START);
+    assert!(a.remove_old_wal(false, LAG).unwrap().is_empty());
+    // Our own pageserver says it is all durable, but peer 3 was last seen at segment 1.
+    let seg = u64::from(SEG);
+    a.record_peer_info(NodeId(3), 1, Lsn(seg + 100), Lsn::INVALID, Lsn::INVALID)
+        .unwrap();
+    a.update_remote_consistent_lsn(end);
+    a.persist_positions_if_needed(true).unwrap();
+    assert_eq!(a.wal_removal_horizon(false, LAG), Lsn(seg + 100));
+    assert!(
+        a.remove_old_wal(false, LAG).unwrap().is_empty(),
+        "peer 3 needs segment 1"
+    );
+    // Our own id in a heartbeat (NATS echoes it) is not a peer.
+    a.record_peer_info(NodeId(1), 1, START, Lsn::INVALID, Lsn::INVALID)
+        .unwrap();
+    assert_eq!(a.wal_removal_horizon(false, LAG), Lsn(seg + 100));
+    // Beyond the lag bound the lagging peer no longer holds WAL back.
+    let small_lag = end.0 - (seg + 100) - 1;
+    assert_eq!(a.wal_removal_horizon(false, small_lag), end);
+    // It catches up to segment 3: segments 1 and 2 may go.
+    a.record_peer_info(NodeId(3), 1, Lsn(3 * seg + 10), Lsn::INVALID, Lsn::INVALID)
+        .unwrap();
+    assert_eq!(a.remove_old_wal(false, LAG).unwrap(), vec![1, 2]);
 }
 
 #[test]
