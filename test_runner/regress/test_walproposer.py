@@ -508,7 +508,17 @@ def test_walproposer_two_computes(wp_env: WalproposerEnv):
     code = a.sidecar.wait_exit(timeout=60)
     assert code != 0
     assert re.search(TAKEN_OVER, a.sidecar.log_since_start()), a.sidecar.log_tail()
-    time.sleep(1.0)  # a COMMIT released just before the exit reaches the client
+    # The writer issues its next INSERT only after the previous COMMIT's answer (and its
+    # `acked_a.append`): once its backend waits in SyncRep, every acknowledgement the sidecar
+    # released before it exited has reached the client.
+    wait_until(
+        lambda: (
+            a.pg.safe_psql("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'")
+            == [(1,)]
+        ),
+        timeout=30,
+        what="A's writer waiting for a quorum it no longer has",
+    )
     acked_before = len(acked_a)
     print(f"A's sidecar exited with {code}; {acked_before} commits acknowledged on A")
 

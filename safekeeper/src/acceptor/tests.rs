@@ -703,14 +703,12 @@ fn positions_are_persisted_lazily_and_bound_wal_removal() {
     assert!(a.remove_old_wal(false, LAG).unwrap().is_empty());
 }
 
-#[test]
-fn wal_removal_deletes_segments_below_the_horizon() {
-    let env = Env::new();
-    let mut a = env.open();
-    assert!(vote(&mut a, 1).vote_given);
+/// Elects term 1 at START and writes about 3.5 segments of WAL, all committed and flushed;
+/// returns the WAL and its end.
+fn three_and_a_half_committed_segments(a: &mut Acceptor) -> (Vec<u8>, Lsn) {
+    assert!(vote(a, 1).vote_given);
     a.handle_elected(&elected(1, START, th(&[(1, START)])))
         .unwrap();
-    // About 3.5 segments of WAL, all committed.
     let (wal, pos) = wal_from(START, Lsn::INVALID, 120, 30_000);
     let end = pos.last().unwrap().1;
     for (i, chunk) in wal.chunks(128 * 1024).enumerate() {
@@ -718,6 +716,14 @@ fn wal_removal_deletes_segments_below_the_horizon() {
         a.handle_append(&append(1, begin, chunk, end)).unwrap();
     }
     assert_eq!(a.flush().unwrap().commit_lsn, end);
+    (wal, end)
+}
+
+#[test]
+fn wal_removal_deletes_segments_below_the_horizon() {
+    let env = Env::new();
+    let mut a = env.open();
+    let (wal, end) = three_and_a_half_committed_segments(&mut a);
     assert_eq!(end.segment_number(u64::from(SEG)), 4);
     // No pageserver has reported: nothing may go.
     a.persist_positions_if_needed(true).unwrap();
@@ -824,16 +830,7 @@ fn peer_commit_is_taken_only_with_the_same_last_log_term() {
 fn wal_removal_keeps_what_a_lagging_peer_lacks_and_ignores_peers_horizons() {
     let env = Env::new();
     let mut a = env.open();
-    assert!(vote(&mut a, 1).vote_given);
-    a.handle_elected(&elected(1, START, th(&[(1, START)])))
-        .unwrap();
-    let (wal, pos) = wal_from(START, Lsn::INVALID, 120, 30_000);
-    let end = pos.last().unwrap().1;
-    for (i, chunk) in wal.chunks(128 * 1024).enumerate() {
-        let begin = Lsn(START.0 + (i * 128 * 1024) as u64);
-        a.handle_append(&append(1, begin, chunk, end)).unwrap();
-    }
-    assert_eq!(a.flush().unwrap().commit_lsn, end);
+    let (_, end) = three_and_a_half_committed_segments(&mut a);
     a.persist_positions_if_needed(true).unwrap();
     // Unlike before, a peer's published remote consistent or backup LSN is not taken.
     a.record_peer_info(NodeId(2), 1, end, end, Lsn::INVALID)
