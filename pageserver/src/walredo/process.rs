@@ -353,22 +353,28 @@ async fn write_requests(
             batch.push(more);
         }
         for p in batch {
-            if dead.load(Ordering::SeqCst) {
+            // The check and the registration share the in-flight lock with the reader's
+            // final drain: a request is either drained (and answered) or sees the death.
+            let refused = {
+                let mut st = inflight.lock().unwrap_or_else(|e| e.into_inner());
+                if dead.load(Ordering::SeqCst) {
+                    Some(p.reply)
+                } else {
+                    st.waiters.push_back(Waiter {
+                        id: p.id,
+                        queued_at: Instant::now(),
+                        reply: p.reply,
+                    });
+                    None
+                }
+            };
+            if let Some(reply) = refused {
                 // Never sent: not this request's doing.
-                let _ = p.reply.send(Err(WalRedoError::Aborted(
+                let _ = reply.send(Err(WalRedoError::Aborted(
                     "the process died before this request was sent".into(),
                 )));
                 continue;
             }
-            inflight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .waiters
-                .push_back(Waiter {
-                    id: p.id,
-                    queued_at: Instant::now(),
-                    reply: p.reply,
-                });
             if let Err(e) = stdin.write_all(&p.bytes).await {
                 tracing::warn!("writing to walredo process: {e}");
                 dead.store(true, Ordering::SeqCst);
@@ -461,12 +467,12 @@ async fn read_replies(seq: u64, stdout: ChildStdout, inflight: InFlight, death: 
     } else {
         format!("{reason}; stderr: {}", tail.join(" | "))
     };
-    let pending: Vec<Waiter> = inflight
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .waiters
-        .drain(..)
-        .collect();
+    let pending: Vec<Waiter> = {
+        let mut st = inflight.lock().unwrap_or_else(|e| e.into_inner());
+        // Again under the lock: no request registers after this drain (see the writer).
+        death.dead.store(true, Ordering::SeqCst);
+        st.waiters.drain(..).collect()
+    };
     if !pending.is_empty() {
         tracing::warn!(
             seq,
