@@ -153,16 +153,17 @@ def test_port_allocator():
     assert len(set(first)) == 5
     assert all(p in ports for p in first)
 
-    # A port with a listener is skipped.
+    # A port with a listener is skipped, also after wrapping around. (Which of the others
+    # comes back is not asserted: any port here may be some connection's ephemeral port at
+    # the moment, which the allocator rightly skips too.)
     small = PortAllocator(range(ports.start + 900, ports.start + 903))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", small.range.start))
         busy.listen()
         assert not port_is_free(small.range.start)
-        assert small.get() == small.range.start + 1
-        assert small.get() == small.range.start + 2
-        # Wraps around, still skipping the busy one.
-        assert small.get() == small.range.start + 1
+        got = [small.get() for _ in range(4)]
+        assert small.range.start not in got, got
+        assert all(p in small.range for p in got), got
     single = PortAllocator(range(ports.start + 950, ports.start + 951))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", single.range.start))
