@@ -768,7 +768,7 @@ def biggest_relation(http: PageserverHttpClient, tenant: str, timeline: str) -> 
 def test_pageserver_http_bad_input(pageserver: Pageserver, test_dir: TestDir):
     """Unknown tenants and timelines: 404. Malformed JSON, ids, LSNs and values: 400 naming
     the field. Duplicates: 409. GetPage of a missing relation or a block past the end: 404.
-    A read above last_record_lsn: 408 after its timeout. Nothing refused changes anything."""
+    A read above last_record_lsn: 409 after its timeout. Nothing refused changes anything."""
     http = pageserver.http
     tenant, timeline, info = bootstrap(http)
     unknown = random_id()
@@ -846,7 +846,7 @@ def test_pageserver_http_bad_input(pageserver: Pageserver, test_dir: TestDir):
 
     head = lsn_of(info, "last_record_lsn")
     started = time.monotonic()
-    expect_error(408, http.wait_lsn, tenant, timeline, head + (1 << 30), "1s")
+    expect_error(409, http.wait_lsn, tenant, timeline, head + (1 << 30), "1s")
     assert time.monotonic() - started < 20
 
     empty = test_dir.subdir("not-a-data-directory")

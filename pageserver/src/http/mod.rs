@@ -77,7 +77,9 @@ fn read_error(e: ReadError) -> ApiError {
     match &e {
         ReadError::NotFound(_) | ReadError::LsnOutOfRange(_) => ApiError::NotFound(e.to_string()),
         ReadError::BadRequest(_) => ApiError::BadRequest(e.to_string()),
-        ReadError::WaitLsnTimeout { .. } => ApiError::Timeout(e.to_string()),
+        // The timeline is fine and may get there: a 4xx a client can retry, not a 5xx, and
+        // not 408 (which is about the client's request taking too long).
+        ReadError::WaitLsnTimeout { .. } => ApiError::Conflict(e.to_string()),
         ReadError::Cancelled => ApiError::ShuttingDown,
         _ => ApiError::Internal(e.to_string()),
     }
@@ -464,9 +466,8 @@ async fn timeline_checkpoint(
         (status = 200, description = "Reached", body = TimelineInfo),
         (status = 400, description = "Malformed id or query", body = ErrorBody),
         (status = 404, description = "No such tenant or timeline", body = ErrorBody),
-        (status = 409, description = "The timeline is broken", body = ErrorBody),
+        (status = 409, description = "The timeline is broken, or did not reach the LSN within the timeout", body = ErrorBody),
         (status = 503, description = "The timeline is not active", body = ErrorBody),
-        (status = 408, description = "Not reached within the timeout", body = ErrorBody),
     ))]
 async fn timeline_wait_lsn(
     State(st): State<ApiState>,
