@@ -41,9 +41,10 @@ pub enum ApiError {
     /// 503: the service is shutting down.
     #[error("shutting down")]
     ShuttingDown,
-    /// 408: the operation did not finish within the time the request allowed (a long poll
-    /// such as `wait_lsn` that ran out); the service is healthy and the request may be
-    /// repeated. Not a 5xx: nothing failed on the server.
+    /// 408: the operation did not finish within the time the request allowed; the service
+    /// is healthy and the request may be repeated. Not a 5xx: nothing failed on the server.
+    /// (The pageserver's `wait_lsn` answers a timeout with 409 instead: the timeline has not
+    /// reached the LSN.)
     #[error("{0}")]
     Timeout(String),
     /// 500: a bug or an unexpected failure.
