@@ -39,6 +39,7 @@ from fixtures.pageserver_env import current_record_end, shutdown_checkpoint
 from fixtures.paths import REPO_ROOT, StrataBinaries, bin_dir
 from fixtures.pgbench import run_pgbench
 from fixtures.postgres import VanillaPostgres
+from fixtures.procfs import cpu_ticks
 from fixtures.safekeeper import Safekeeper, WalPusher, int_to_lsn, lsn_to_int, random_id
 from fixtures.services import ServiceRegistry
 from fixtures.utils import wait_until
@@ -92,10 +93,7 @@ PUSHER_SLOT = "wal_pusher"
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process (all its threads; not its children)."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rfind(")") + 2 :].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return cpu_ticks(pid) / CLK_TCK
 
 
 def memory_kib(pid: int, key: str = "VmHWM") -> int:
