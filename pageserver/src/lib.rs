@@ -8,6 +8,7 @@
 //! - [`walingest`], [`walrecord`], [`walreceiver`]: WAL in; [`walredo`]: pages rebuilt;
 //! - [`import`]: data directories in; [`page_service`], [`http`]: the service's doors.
 
+pub mod basebackup;
 pub mod config;
 pub mod http;
 pub mod import;

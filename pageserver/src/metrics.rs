@@ -144,3 +144,40 @@ pub static PAGE_SERVICE_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "pageserver_page_service_requests_total",
     )
 });
+
+/// `pageserver_basebackups_total{result}`: basebackups streamed, by outcome.
+pub static BASEBACKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "pageserver_basebackups_total",
+            "Basebackups streamed, by result (ok, error)",
+            &["result"]
+        ),
+        "pageserver_basebackups_total",
+    )
+});
+
+/// `pageserver_basebackup_bytes_total`: tar bytes of completed basebackups.
+pub static BASEBACKUP_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_basebackup_bytes_total",
+            "Tar bytes (before compression) of completed basebackups"
+        ),
+        "pageserver_basebackup_bytes_total",
+    )
+});
+
+/// `pageserver_basebackup_seconds`: time to stream a completed basebackup.
+pub static BASEBACKUP_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    must(
+        register_histogram!(
+            "pageserver_basebackup_seconds",
+            "Time to stream a completed basebackup",
+            vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0
+            ]
+        ),
+        "pageserver_basebackup_seconds",
+    )
+});

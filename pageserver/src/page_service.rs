@@ -358,6 +358,17 @@ async fn connection(
                             }
                         }
                     }
+                    [cmd, args @ ..] if *cmd == "basebackup" => {
+                        match basebackup_target(args, &tenants, claims.as_ref()) {
+                            Ok((timeline, lsn, gzip)) => {
+                                basebackup(&mut conn, timeline, lsn, gzip, wait).await?;
+                            }
+                            Err(e) => {
+                                conn.write_error_and_ready(SqlState::INVALID_PARAMETER_VALUE, &e);
+                                conn.flush().await?;
+                            }
+                        }
+                    }
                     ["set", ..] | ["SET", ..] => {
                         conn.write_message(&BeMessage::CommandComplete("SET"));
                         conn.write_message(&BeMessage::ReadyForQuery);
@@ -380,6 +391,100 @@ async fn connection(
         }
     }
 }
+
+/// Parses `basebackup <tenant> <timeline> [<lsn>] [--gzip]` and finds the timeline.
+fn basebackup_target(
+    args: &[&str],
+    tenants: &TenantManager,
+    claims: Option<&utils::auth::Claims>,
+) -> Result<(Arc<Timeline>, Option<Lsn>, bool), String> {
+    const USAGE: &str = "usage: basebackup <tenant> <timeline> [<lsn>] [--gzip]";
+    let gzip = args.last() == Some(&"--gzip");
+    let args = if gzip { &args[..args.len() - 1] } else { args };
+    let (t, tl, lsn) = match args {
+        [t, tl] => (t, tl, None),
+        [t, tl, lsn] => (t, tl, Some(lsn)),
+        _ => return Err(USAGE.to_string()),
+    };
+    let (Ok(t), Ok(tl)) = (t.parse::<TenantId>(), tl.parse::<TimelineId>()) else {
+        return Err(format!(
+            "basebackup: malformed tenant or timeline id; {USAGE}"
+        ));
+    };
+    let lsn = match lsn {
+        Some(l) => Some(
+            l.parse::<Lsn>()
+                .map_err(|_| format!("basebackup: malformed LSN {l:?} (expected X/Y)"))?,
+        ),
+        None => None,
+    };
+    if let Some(c) = claims {
+        authorize(c, SCOPES, Some(t)).map_err(|e| e.to_string())?;
+    }
+    let timeline = tenants
+        .get(t)
+        .map_err(|e| e.to_string())?
+        .timeline(tl)
+        .map_err(|e| e.to_string())?;
+    match timeline.state() {
+        TimelineState::Active => Ok((timeline, lsn, gzip)),
+        s => Err(format!("timeline is {}", s.name())),
+    }
+}
+
+/// Streams a basebackup as CopyOut: the tar in CopyData chunks, then CopyDone; an error
+/// before the first byte is an ordinary ERROR, one mid-stream aborts the copy with an
+/// ERROR (the archive then has no end marker).
+async fn basebackup(
+    conn: &mut Conn,
+    timeline: Arc<Timeline>,
+    lsn: Option<Lsn>,
+    gzip: bool,
+    wait: Duration,
+) -> Result<(), pq_proto::ProtocolError> {
+    let prepared = match crate::basebackup::prepare(timeline, lsn, wait).await {
+        Ok(p) => p,
+        Err(e) => {
+            conn.write_error_and_ready(SqlState::INVALID_PARAMETER_VALUE, &e.to_string());
+            return conn.flush().await;
+        }
+    };
+    conn.write_message(&BeMessage::CopyOutResponse);
+    let (w, mut r) = tokio::io::duplex(COPY_CHUNK * 4);
+    let producer = async move { crate::basebackup::write(&prepared, w, gzip).await };
+    // The consumer owns the reader: if the client goes away it ends, the reader is
+    // dropped, and the producer's next write fails.
+    let c: &mut Conn = &mut *conn;
+    let consumer = async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; COPY_CHUNK];
+        loop {
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                return Ok::<(), pq_proto::ProtocolError>(());
+            }
+            c.write_message(&BeMessage::CopyData(&buf[..n]));
+            c.flush().await?;
+        }
+    };
+    let (produced, consumed) = tokio::join!(producer, consumer);
+    consumed?;
+    match produced {
+        Ok(_) => {
+            conn.write_message(&BeMessage::CopyDone);
+            conn.write_message(&BeMessage::CommandComplete("COPY 0"));
+            conn.write_message(&BeMessage::ReadyForQuery);
+        }
+        Err(e) => {
+            warn!("basebackup failed: {e}");
+            conn.write_error_and_ready(SqlState::INTERNAL_ERROR, &format!("basebackup: {e}"));
+        }
+    }
+    conn.flush().await
+}
+
+/// Bytes per CopyData of a basebackup.
+const COPY_CHUNK: usize = 128 * 1024;
 
 async fn pagestream(
     conn: Conn,

@@ -199,6 +199,8 @@ pub enum BeMessage<'a> {
     NoticeResponse(&'a str),
     /// `'W'`: the switch into CopyBoth mode (START_WAL_PUSH, START_REPLICATION).
     CopyBothResponse,
+    /// `'H'`: the switch into CopyOut mode (binary, no columns), e.g. a basebackup.
+    CopyOutResponse,
     /// `'d'`: CopyData.
     CopyData(&'a [u8]),
     /// `'c'`: CopyDone.
@@ -298,6 +300,10 @@ impl BeMessage<'_> {
             BeMessage::CopyBothResponse => write_tagged(buf, b'W', |b| {
                 b.put_u8(0); // overall format: text/binary stream
                 b.put_i16(0); // no columns
+            }),
+            BeMessage::CopyOutResponse => write_tagged(buf, b'H', |b| {
+                b.put_i8(1);
+                b.put_i16(0);
             }),
             BeMessage::CopyData(data) => write_tagged(buf, b'd', |b| b.put_slice(data)),
             BeMessage::CopyDone => write_tagged(buf, b'c', |_| {}),

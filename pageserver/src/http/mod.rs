@@ -4,6 +4,7 @@
 //! Auth (when an HTTP public key is configured): `pageserverapi` tokens may do
 //! everything; `tenant` tokens only the per-tenant routes of their own tenant.
 
+mod basebackup;
 pub mod models;
 
 use std::sync::Arc;
@@ -99,6 +100,7 @@ pub fn routes(state: ApiState) -> OpenApiRouter {
         .routes(routes!(timeline_getpage))
         .routes(routes!(timeline_slru_segment))
         .routes(routes!(timeline_relations))
+        .routes(routes!(basebackup::timeline_basebackup))
         .with_state(state)
 }
 

@@ -233,6 +233,18 @@ pub struct GetPageQuery {
     pub lsn: Option<Lsn>,
 }
 
+/// `GET …/basebackup`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BasebackupQuery {
+    /// The data directory's LSN (default: the last record LSN); waited for up to the
+    /// configured wait_lsn_timeout.
+    #[param(value_type = Option<String>, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")]
+    pub lsn: Option<Lsn>,
+    /// gzip the tar stream.
+    pub gzip: Option<bool>,
+}
+
 /// `GET …/slru_segment`.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
