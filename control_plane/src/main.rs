@@ -1,21 +1,31 @@
 //! `strata`: the command line for a local Strata cluster.
 //!
-//! Today it checks the machine (`strata doctor`); the local cluster commands (`init`,
-//! `start`, `tenant`, `timeline`, `endpoint`, …) arrive with the pageserver.
+//! `init` records a cluster (ports, binaries, service directories) in `$STRATA_REPO_DIR`
+//! (default `./.strata`); `start`, `stop`, `status` and the per-service commands run its
+//! services as background processes. Every command but `init` holds the repository's lock,
+//! so concurrent invocations run one at a time. `doctor` checks the machine.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod doctor;
+mod repo;
+mod service;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "strata",
     version,
-    about = "Run and inspect a local Strata cluster"
+    about = "Run and inspect a local Strata cluster",
+    after_help = "Examples:\n  strata init && strata start\n  strata status\n  strata safekeeper restart --id 2\n  strata stop"
 )]
 struct Cli {
+    /// The cluster's repository directory.
+    #[arg(long, global = true, env = "STRATA_REPO_DIR")]
+    repo_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,14 +34,79 @@ struct Cli {
 enum Command {
     /// Check that this machine has everything a local cluster needs.
     Doctor(doctor::DoctorArgs),
+    /// Create a cluster's repository: ports, binaries, service directories.
+    Init(cluster::InitArgs),
+    /// Start every service (NATS, safekeepers, pageservers), each awaited until ready.
+    Start,
+    /// Stop every service (pageservers first).
+    Stop(cluster::StopArgs),
+    /// Show which services run.
+    Status,
+    /// Start, stop or restart one pageserver.
+    #[command(subcommand)]
+    Pageserver(ServiceAction),
+    /// Start, stop or restart one safekeeper.
+    #[command(subcommand)]
+    Safekeeper(ServiceAction),
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceAction {
+    /// Start it (no-op if running).
+    Start(cluster::OneServiceArgs),
+    /// Stop it.
+    Stop(cluster::OneServiceArgs),
+    /// Stop it, then start it.
+    Restart(cluster::OneServiceArgs),
+}
+
+impl ServiceAction {
+    fn parts(&self) -> (&'static str, &cluster::OneServiceArgs) {
+        match self {
+            ServiceAction::Start(a) => ("start", a),
+            ServiceAction::Stop(a) => ("stop", a),
+            ServiceAction::Restart(a) => ("restart", a),
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let dir = repo::repo_dir(cli.repo_dir.as_deref())?;
+    match cli.command {
+        Command::Doctor(args) => return doctor::run(&args),
+        Command::Init(args) => cluster::init(&dir, &args).await?,
+        Command::Start => cluster::start(&repo::Repo::open(&dir)?).await?,
+        Command::Stop(args) => cluster::stop(&repo::Repo::open(&dir)?, &args).await?,
+        Command::Status => cluster::status(&repo::Repo::open(&dir)?),
+        Command::Pageserver(action) => {
+            let repo = repo::Repo::open(&dir)?;
+            let (verb, args) = action.parts();
+            let service = cluster::pageserver_service(&repo, repo.pageserver(args.id)?);
+            cluster::one_service(service, verb, args).await?;
+        }
+        Command::Safekeeper(action) => {
+            let repo = repo::Repo::open(&dir)?;
+            let (verb, args) = action.parts();
+            let service = cluster::safekeeper_service(&repo, repo.safekeeper(args.id)?);
+            cluster::one_service(service, verb, args).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Doctor(args) => doctor::run(&args),
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strata: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    match result {
+    match rt.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("strata: error: {e:#}");

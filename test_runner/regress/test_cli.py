@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
+from pathlib import Path
+
+import requests
+import toml
 
 from fixtures.paths import REPO_ROOT, StrataBinaries, find_pg_bindir
+from fixtures.utils import wait_until
+from fixtures.workdir import TestDir
 
 
 def test_strata_doctor(strata_bin: StrataBinaries):
@@ -20,3 +29,112 @@ def test_strata_doctor(strata_bin: StrataBinaries):
     )
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert "PostgreSQL 15" in result.stdout
+
+
+def strata(
+    strata_bin: StrataBinaries, repo: Path, *args: str, check: bool = True, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """`strata <args>` on the repository `repo`; with `check`, asserts it exited 0."""
+    result = subprocess.run(
+        [str(strata_bin.path("strata")), *args],
+        cwd=repo.parent,
+        env={**os.environ, "STRATA_REPO_DIR": str(repo), "STRATA_PG_BIN": str(find_pg_bindir())},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"strata {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+def service_states(strata_bin: StrataBinaries, repo: Path) -> dict[str, str]:
+    out = strata(strata_bin, repo, "status").stdout
+    return {
+        line.split()[0]: line.split()[1]
+        for line in out.splitlines()
+        if line.startswith("  ") and len(line.split()) >= 2
+    }
+
+
+def assert_clean_logs(repo: Path) -> None:
+    for log in repo.glob("*/*.log"):
+        bad = [line for line in log.read_text(errors="replace").splitlines() if " ERROR " in line]
+        assert not bad, f"{log}:\n" + "\n".join(bad[:10])
+
+
+def test_strata_cluster_lifecycle(strata_bin: StrataBinaries, test_dir: TestDir):
+    """init → start → status → per-service stop/restart → a killed service is seen as
+    stopped and started again → stop; clear errors for no repository, a second init, and
+    init --force on a running cluster."""
+    repo = test_dir.path / "repo"
+    r = strata(strata_bin, repo, "status", check=False)
+    assert r.returncode != 0 and "strata init" in r.stderr, r.stderr
+    strata(strata_bin, repo, "init")
+    r = strata(strata_bin, repo, "init", check=False)
+    assert r.returncode != 0 and "--force" in r.stderr, r.stderr
+    config = toml.loads((repo / "config.toml").read_text())
+    assert len(config["safekeepers"]) == 3 and len(config["pageservers"]) == 1
+    try:
+        strata(strata_bin, repo, "start")
+        states = service_states(strata_bin, repo)
+        assert set(states) == {
+            "nats",
+            "safekeeper-1",
+            "safekeeper-2",
+            "safekeeper-3",
+            "pageserver-1",
+        }
+        assert all(s == "running" for s in states.values()), states
+        ps = config["pageservers"][0]
+        assert requests.get(f"http://127.0.0.1:{ps['http_port']}/v1/status", timeout=5).ok
+
+        r = strata(strata_bin, repo, "init", "--force", check=False)
+        assert r.returncode != 0 and "strata stop" in r.stderr, r.stderr
+
+        strata(strata_bin, repo, "safekeeper", "restart", "--id", "2")
+        strata(strata_bin, repo, "pageserver", "stop")
+        assert service_states(strata_bin, repo)["pageserver-1"] == "stopped"
+        r = strata(strata_bin, repo, "safekeeper", "stop", "--id", "9", check=False)
+        assert r.returncode != 0 and "no safekeeper with id 9" in r.stderr, r.stderr
+
+        pid = int((repo / "safekeeper_3" / "safekeeper-3.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda: service_states(strata_bin, repo)["safekeeper-3"] == "stopped",
+            timeout=10,
+            what="safekeeper-3 seen as stopped",
+        )
+        out = strata(strata_bin, repo, "start").stdout
+        assert "already running" in out and "safekeeper-3" in out, out
+        assert all(s == "running" for s in service_states(strata_bin, repo).values())
+    finally:
+        strata(strata_bin, repo, "stop", check=False)
+    assert all(s == "stopped" for s in service_states(strata_bin, repo).values())
+    assert_clean_logs(repo)
+
+
+def test_strata_failed_start_stops_what_it_started(strata_bin: StrataBinaries, test_dir: TestDir):
+    """A pageserver that cannot bind its port: `strata start` fails naming it, with its log
+    tail, and leaves nothing running."""
+    repo = test_dir.path / "repo"
+    strata(strata_bin, repo, "init", "--num-safekeepers", "1")
+    config = toml.loads((repo / "config.toml").read_text())
+    blocker = socket.socket()
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blocker.bind(("127.0.0.1", config["pageservers"][0]["http_port"]))
+    blocker.listen()
+    try:
+        r = strata(strata_bin, repo, "start", check=False)
+        assert r.returncode != 0, r.stdout
+        assert "starting pageserver-1 failed" in r.stderr, r.stderr
+        assert "pageserver-1.log" in r.stderr, r.stderr
+        assert all(s == "stopped" for s in service_states(strata_bin, repo).values())
+    finally:
+        blocker.close()
+        strata(strata_bin, repo, "stop", check=False)
