@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod branches;
 mod cluster;
 mod doctor;
 mod repo;
@@ -42,6 +43,12 @@ enum Command {
     Stop(cluster::StopArgs),
     /// Show which services run.
     Status,
+    /// Tenants: create one (with its branch `main`), list them, show one's config.
+    #[command(subcommand)]
+    Tenant(TenantAction),
+    /// Branches: branch one, create a new root, list them as a tree.
+    #[command(subcommand)]
+    Timeline(TimelineAction),
     /// Start, stop or restart one pageserver.
     #[command(subcommand)]
     Pageserver(ServiceAction),
@@ -58,6 +65,25 @@ enum ServiceAction {
     Stop(cluster::OneServiceArgs),
     /// Stop it, then start it.
     Restart(cluster::OneServiceArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantAction {
+    /// A new tenant on the pageserver, bootstrapped by initdb as its branch `main`, and
+    /// that timeline on every safekeeper.
+    Create(branches::TenantCreateArgs),
+    /// Every tenant on the pageserver.
+    List,
+    /// A tenant's config (overrides and effective values).
+    Config(branches::TenantArg),
+}
+
+#[derive(Subcommand, Debug)]
+enum TimelineAction {
+    /// A new branch of a branch, at its last record LSN or at `--ancestor-start-lsn`.
+    Branch(branches::BranchArgs),
+    /// The tenant's branches as a tree, with their LSNs.
+    List(branches::TenantArg),
 }
 
 impl ServiceAction {
@@ -78,6 +104,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start => cluster::start(&repo::Repo::open(&dir)?).await?,
         Command::Stop(args) => cluster::stop(&repo::Repo::open(&dir)?, &args).await?,
         Command::Status => cluster::status(&repo::Repo::open(&dir)?),
+        Command::Tenant(action) => {
+            let repo = repo::Repo::open(&dir)?;
+            match action {
+                TenantAction::Create(args) => branches::tenant_create(&repo, &args).await?,
+                TenantAction::List => branches::tenant_list(&repo).await?,
+                TenantAction::Config(args) => branches::tenant_config(&repo, &args).await?,
+            }
+        }
+        Command::Timeline(action) => {
+            let repo = repo::Repo::open(&dir)?;
+            match action {
+                TimelineAction::Branch(args) => branches::branch(&repo, &args).await?,
+                TimelineAction::List(args) => branches::timeline_list(&repo, &args).await?,
+            }
+        }
         Command::Pageserver(action) => {
             let repo = repo::Repo::open(&dir)?;
             let (verb, args) = action.parts();

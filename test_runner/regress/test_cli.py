@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -138,3 +140,60 @@ def test_strata_failed_start_stops_what_it_started(strata_bin: StrataBinaries, t
     finally:
         blocker.close()
         strata(strata_bin, repo, "stop", check=False)
+
+
+def test_strata_tenants_and_branches(strata_bin: StrataBinaries, test_dir: TestDir):
+    """tenant create (bootstrap → branch main on the pageserver and every safekeeper), tenant
+    list/config, timeline branch, the tree in timeline list; clear errors for a duplicate or
+    unknown branch; a branch refused by a stopped safekeeper leaves nothing behind."""
+    repo = test_dir.path / "repo"
+    strata(strata_bin, repo, "init")
+    config = toml.loads((repo / "config.toml").read_text())
+    try:
+        strata(strata_bin, repo, "start")
+        out = strata(
+            strata_bin, repo, "tenant", "create", "-c", "checkpoint_distance=33554432"
+        ).stdout
+        m = re.search(r"tenant ([0-9a-f]{32}) created; branch main = timeline ([0-9a-f]{32})", out)
+        assert m, out
+        tenant, main = m.groups()
+        assert "(default)" in strata(strata_bin, repo, "tenant", "list").stdout
+        tconf = json.loads(strata(strata_bin, repo, "tenant", "config").stdout)
+        assert "33554432" in json.dumps(tconf), tconf
+        for sk in config["safekeepers"]:
+            url = f"http://127.0.0.1:{sk['http_port']}/v1/tenant/{tenant}/timeline/{main}"
+            assert requests.get(url, timeout=10).ok, url
+
+        out = strata(strata_bin, repo, "timeline", "branch", "--branch-name", "dev").stdout
+        dev = re.search(r"timeline ([0-9a-f]{32})", out).group(1)
+        r = strata(strata_bin, repo, "timeline", "branch", "--branch-name", "dev", check=False)
+        assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
+        r = strata(
+            strata_bin,
+            repo,
+            "timeline",
+            "branch",
+            "--branch-name",
+            "x",
+            "--ancestor-branch-name",
+            "nope",
+            check=False,
+        )
+        assert r.returncode != 0 and "main" in r.stderr and "nope" in r.stderr, r.stderr
+        tree = strata(strata_bin, repo, "timeline", "list").stdout
+        lines = tree.splitlines()
+        assert lines[0].startswith(f"main [{main}]"), tree
+        assert lines[1].startswith(f"┗━ dev [{dev}] from "), tree
+
+        strata(strata_bin, repo, "safekeeper", "stop", "--id", "3")
+        r = strata(strata_bin, repo, "timeline", "branch", "--branch-name", "half", check=False)
+        assert r.returncode != 0 and "safekeeper-3 is not reachable" in r.stderr, r.stderr
+        assert "half" not in strata(strata_bin, repo, "timeline", "list").stdout
+        ps = config["pageservers"][0]
+        timelines = requests.get(
+            f"http://127.0.0.1:{ps['http_port']}/v1/tenant/{tenant}/timeline", timeout=10
+        ).json()
+        assert {t["timeline_id"] for t in timelines} == {main, dev}, timelines
+    finally:
+        strata(strata_bin, repo, "stop", check=False)
+    assert_clean_logs(repo)
