@@ -347,6 +347,19 @@ pub async fn branch(repo: &Repo, args: &BranchArgs) -> anyhow::Result<()> {
         body["ancestor_start_lsn"] = json!(lsn.to_string());
     }
     let ps = pageserver_api(repo)?;
+    if let Some(at) = args.ancestor_start_lsn {
+        // An LSN just read from a compute may not be ingested yet: wait for it.
+        ps.get(&format!(
+            "/v1/tenant/{tenant}/timeline/{ancestor}/wait_lsn?lsn={at}&timeout=60s"
+        ))
+        .await
+        .with_context(|| {
+            format!(
+                "waiting for branch {} to reach {at}",
+                args.ancestor_branch_name
+            )
+        })?;
+    }
     let lsn = create_branch(repo, &ps, tenant, timeline, body).await?;
     branches
         .tenants

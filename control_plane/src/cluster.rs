@@ -51,7 +51,7 @@ pub struct InitArgs {
 pub struct StopArgs {
     /// SIGKILL instead of a clean shutdown.
     #[arg(long)]
-    immediate: bool,
+    pub immediate: bool,
 }
 
 /// Services of the cluster, in start order.
@@ -87,6 +87,8 @@ fn nats_service(repo: &Repo) -> Service {
         ],
         dir: repo.nats_dir(),
         ready_url: format!("http://127.0.0.1:{}/healthz", n.monitor_port),
+        run_as: None,
+        stop_signal: nix::sys::signal::Signal::SIGTERM,
     }
 }
 
@@ -121,6 +123,8 @@ pub fn safekeeper_service(repo: &Repo, s: &ServiceConfig) -> Service {
         ],
         dir: repo.safekeeper_dir(s.id),
         ready_url: format!("http://127.0.0.1:{}/v1/status", s.http_port),
+        run_as: None,
+        stop_signal: nix::sys::signal::Signal::SIGTERM,
     }
 }
 
@@ -135,6 +139,8 @@ pub fn pageserver_service(repo: &Repo, p: &ServiceConfig) -> Service {
         ],
         dir: repo.pageserver_dir(p.id),
         ready_url: format!("http://127.0.0.1:{}/v1/status", p.http_port),
+        run_as: None,
+        stop_signal: nix::sys::signal::Signal::SIGTERM,
     }
 }
 

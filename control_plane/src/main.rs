@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod branches;
 mod cluster;
 mod doctor;
+mod endpoint;
 mod repo;
 mod service;
 
@@ -49,6 +50,9 @@ enum Command {
     /// Branches: branch one, create a new root, list them as a tree.
     #[command(subcommand)]
     Timeline(TimelineAction),
+    /// Compute endpoints: stock PostgreSQL started from a basebackup, with its sidecar.
+    #[command(subcommand)]
+    Endpoint(EndpointAction),
     /// Start, stop or restart one pageserver.
     #[command(subcommand)]
     Pageserver(ServiceAction),
@@ -86,6 +90,18 @@ enum TimelineAction {
     List(branches::TenantArg),
 }
 
+#[derive(Subcommand, Debug)]
+enum EndpointAction {
+    /// Record an endpoint on a branch (a primary, or read-only with --lsn).
+    Create(endpoint::CreateArgs),
+    /// sync → wait → basebackup → postgres → sidecar; prints the connection string.
+    Start(endpoint::NameArgs),
+    /// Stop the sidecar and Postgres (and forget the endpoint with --destroy).
+    Stop(endpoint::StopArgs),
+    /// Every endpoint with its address, branch, timeline, LSN and status.
+    List,
+}
+
 impl ServiceAction {
     fn parts(&self) -> (&'static str, &cluster::OneServiceArgs) {
         match self {
@@ -102,7 +118,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => return doctor::run(&args),
         Command::Init(args) => cluster::init(&dir, &args).await?,
         Command::Start => cluster::start(&repo::Repo::open(&dir)?).await?,
-        Command::Stop(args) => cluster::stop(&repo::Repo::open(&dir)?, &args).await?,
+        Command::Stop(args) => {
+            let repo = repo::Repo::open(&dir)?;
+            endpoint::stop_all(&repo, args.immediate).await?;
+            cluster::stop(&repo, &args).await?
+        }
+        Command::Endpoint(action) => {
+            let repo = repo::Repo::open(&dir)?;
+            match action {
+                EndpointAction::Create(args) => endpoint::create(&repo, &args)?,
+                EndpointAction::Start(args) => endpoint::start(&repo, &args).await?,
+                EndpointAction::Stop(args) => endpoint::stop(&repo, &args).await?,
+                EndpointAction::List => endpoint::list(&repo)?,
+            }
+        }
         Command::Status => cluster::status(&repo::Repo::open(&dir)?),
         Command::Tenant(action) => {
             let repo = repo::Repo::open(&dir)?;

@@ -1,7 +1,7 @@
 //! Background service processes: started detached (own process group, stdin closed,
 //! output appended to `<dir>/<name>.log`, cwd = its directory), recorded in
-//! `<dir>/<name>.pid`, awaited on an HTTP readiness URL, stopped with SIGTERM (SIGKILL
-//! with `--immediate`, or when SIGTERM is not obeyed in time).
+//! `<dir>/<name>.pid`, awaited on an HTTP readiness URL (or `pg_isready`), stopped with
+//! its clean-stop signal (SIGKILL with `--immediate`, or when that is not obeyed in time).
 //!
 //! A pid file is trusted only while the process it names is alive *and* runs the
 //! recorded binary (`/proc/<pid>/exe`), so a stale file after a reboot or a reused pid never
@@ -28,8 +28,12 @@ pub struct Service {
     pub args: Vec<String>,
     /// Its directory (cwd, log, pid file).
     pub dir: PathBuf,
-    /// Answers 200 once the service is ready.
+    /// Answers 200 once the service is ready (`pg_isready:<port>` for PostgreSQL).
     pub ready_url: String,
+    /// Run as this (uid, gid) (PostgreSQL when we are root).
+    pub run_as: Option<(u32, u32)>,
+    /// The signal of a clean stop (SIGINT is PostgreSQL's "fast" shutdown).
+    pub stop_signal: Signal,
 }
 
 /// What `status` reports.
@@ -80,7 +84,12 @@ impl Service {
             .open(self.log_path())
             .with_context(|| format!("opening {}", self.log_path().display()))?;
         let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut child = Command::new(&self.binary)
+        let mut cmd = Command::new(&self.binary);
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+            let _ = nix::unistd::chown(&self.log_path(), Some(uid.into()), Some(gid.into()));
+        }
+        let mut child = cmd
             .args(&self.args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -111,9 +120,7 @@ impl Service {
                     log_tail(&self.log_path(), log_start, 30)
                 );
             }
-            if let Ok(r) = client.get(&self.ready_url).send().await
-                && r.status().is_success()
-            {
+            if self.is_ready(&client).await {
                 // Detached: the child outlives us; nothing waits for it (init reaps it).
                 drop(child);
                 return Ok(pid);
@@ -134,6 +141,18 @@ impl Service {
         }
     }
 
+    async fn is_ready(&self, client: &reqwest::Client) -> bool {
+        if let Some(port) = self.ready_url.strip_prefix("pg_isready:") {
+            let isready = self.binary.with_file_name("pg_isready");
+            return tokio::process::Command::new(isready)
+                .args(["-q", "-h", "127.0.0.1", "-p", port])
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+        }
+        matches!(client.get(&self.ready_url).send().await, Ok(r) if r.status().is_success())
+    }
+
     /// Stops the service: SIGTERM and up to `grace` to exit (then SIGKILL), or SIGKILL at
     /// once when `immediate`. Returns whether it was running.
     pub async fn stop(&self, immediate: bool, grace: Duration) -> anyhow::Result<bool> {
@@ -145,7 +164,7 @@ impl Service {
         let first = if immediate {
             Signal::SIGKILL
         } else {
-            Signal::SIGTERM
+            self.stop_signal
         };
         kill(target, first).with_context(|| format!("signalling {} (pid {pid})", self.name))?;
         let deadline = Instant::now() + grace;
@@ -228,6 +247,8 @@ mod tests {
             args: vec!["30".into()],
             dir: dir.to_path_buf(),
             ready_url: "http://127.0.0.1:1/never".into(),
+            run_as: None,
+            stop_signal: Signal::SIGTERM,
         }
     }
 

@@ -10,6 +10,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+import psycopg2
+import pytest
 import requests
 import toml
 
@@ -65,8 +67,11 @@ def service_states(strata_bin: StrataBinaries, repo: Path) -> dict[str, str]:
 
 
 def assert_clean_logs(repo: Path) -> None:
-    for log in repo.glob("*/*.log"):
-        bad = [line for line in log.read_text(errors="replace").splitlines() if " ERROR " in line]
+    """No ERROR in the services' logs and the sidecars' logs, no PANIC in Postgres's."""
+    logs = [*repo.glob("*/*.log"), *repo.glob("endpoints/*/*.log")]
+    for log in logs:
+        text = log.read_text(errors="replace").splitlines()
+        bad = [line for line in text if " ERROR " in line or "PANIC" in line]
         assert not bad, f"{log}:\n" + "\n".join(bad[:10])
 
 
@@ -194,6 +199,128 @@ def test_strata_tenants_and_branches(strata_bin: StrataBinaries, test_dir: TestD
             f"http://127.0.0.1:{ps['http_port']}/v1/tenant/{tenant}/timeline", timeout=10
         ).json()
         assert {t["timeline_id"] for t in timelines} == {main, dev}, timelines
+    finally:
+        strata(strata_bin, repo, "stop", check=False)
+    assert_clean_logs(repo)
+
+
+def endpoint_port(repo: Path, name: str) -> int:
+    return toml.loads((repo / "endpoints" / name / "endpoint.toml").read_text())["pg_port"]
+
+
+def sql(repo: Path, endpoint: str, query: str) -> list[tuple]:
+    conn = psycopg2.connect(
+        host="127.0.0.1", port=endpoint_port(repo, endpoint), user="postgres", dbname="postgres"
+    )
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def test_strata_endpoints(strata_bin: StrataBinaries, test_dir: TestDir):
+    """Endpoints on branches you can write to: rows at L1 < L2; a branch at L1 and a
+    read-only endpoint at L1 see exactly the rows as of L1; writes on the branch are
+    invisible to main; the read-only endpoint refuses writes; main stopped and started
+    (a fresh data directory each time, through sync → wait → basebackup) keeps every
+    committed row, also after a kill -9; a second primary on a branch, a duplicate name,
+    an unknown branch and a used port are refused; `strata stop` stops the endpoints."""
+    repo = test_dir.path / "repo"
+    strata(strata_bin, repo, "init")
+    try:
+        strata(strata_bin, repo, "start")
+        strata(strata_bin, repo, "tenant", "create")
+        strata(strata_bin, repo, "endpoint", "create", "main")
+        out = strata(strata_bin, repo, "endpoint", "start", "main").stdout
+        assert out.strip().splitlines()[-1].startswith("postgresql://postgres@127.0.0.1:"), out
+        sql(repo, "main", "CREATE TABLE t (id int PRIMARY KEY, note text)")
+        sql(repo, "main", "INSERT INTO t SELECT g, 'before' FROM generate_series(1, 100) g")
+        l1 = sql(repo, "main", "SELECT pg_current_wal_insert_lsn()")[0][0]
+        sql(repo, "main", "INSERT INTO t SELECT g, 'after' FROM generate_series(101, 300) g")
+
+        strata(
+            strata_bin,
+            repo,
+            "timeline",
+            "branch",
+            "--branch-name",
+            "old",
+            "--ancestor-start-lsn",
+            l1,
+        )
+        strata(strata_bin, repo, "endpoint", "create", "old", "--branch-name", "old")
+        strata(strata_bin, repo, "endpoint", "start", "old")
+        assert sql(repo, "old", "SELECT count(*) FROM t") == [(100,)]
+        sql(repo, "old", "INSERT INTO t VALUES (1000, 'on the branch')")
+        assert sql(repo, "main", "SELECT count(*) FROM t WHERE id = 1000") == [(0,)]
+        assert sql(repo, "main", "SELECT count(*) FROM t") == [(300,)]
+
+        strata(strata_bin, repo, "endpoint", "create", "ro", "--lsn", l1)
+        strata(strata_bin, repo, "endpoint", "start", "ro")
+        assert sql(repo, "ro", "SELECT count(*) FROM t") == [(100,)]
+        with pytest.raises(psycopg2.Error, match="read-only"):
+            sql(repo, "ro", "INSERT INTO t VALUES (2000, 'no')")
+
+        for immediate in (False, True):
+            sql(repo, "main", f"INSERT INTO t VALUES ({3000 + immediate}, 'restart')")
+            args = ["endpoint", "stop", "main"] + (["--immediate"] if immediate else [])
+            strata(strata_bin, repo, *args)
+            strata(strata_bin, repo, "endpoint", "start", "main")
+            assert sql(repo, "main", "SELECT count(*) FROM t") == [(301 + immediate,)]
+
+        strata(strata_bin, repo, "endpoint", "create", "main2")
+        r = strata(strata_bin, repo, "endpoint", "start", "main2", check=False)
+        assert r.returncode != 0 and "one primary per branch" in r.stderr, r.stderr
+        r = strata(strata_bin, repo, "endpoint", "create", "main", check=False)
+        assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
+        r = strata(
+            strata_bin, repo, "endpoint", "create", "x", "--branch-name", "nope", check=False
+        )
+        assert r.returncode != 0 and "no branch" in r.stderr, r.stderr
+        port = str(endpoint_port(repo, "main"))
+        r = strata(strata_bin, repo, "endpoint", "create", "y", "--pg-port", port, check=False)
+        assert r.returncode != 0 and "in use" in r.stderr, r.stderr
+        listing = strata(strata_bin, repo, "endpoint", "list").stdout
+        assert re.search(r"^main .* running$", listing, re.MULTILINE), listing
+        assert re.search(r"^main2 .* stopped$", listing, re.MULTILINE), listing
+    finally:
+        out = strata(strata_bin, repo, "stop", check=False).stdout
+    assert "endpoint main" in out and "stopped" in out, out
+    assert "running" not in strata(strata_bin, repo, "endpoint", "list").stdout
+    assert_clean_logs(repo)
+
+
+def test_demo(strata_bin: StrataBinaries, test_dir: TestDir):
+    """scripts/demo (the README's first command) end to end in a repository of its own, run
+    twice (the second run recreates its cluster); then the cluster it left running stops."""
+    repo = test_dir.path / "demo-repo"
+    assert strata_bin.dir.name == "debug", "the demo runs the debug build"
+    env = {
+        **os.environ,
+        "STRATA_SKIP_BUILD": "1",
+        "STRATA_DEMO_REPO": str(repo),
+        "STRATA_DEMO_SECONDS": "2",
+        "CARGO_TARGET_DIR": str(strata_bin.dir.parent),
+    }
+    try:
+        for run in (1, 2):
+            with open(test_dir.path / f"demo-{run}.log", "w") as log:
+                result = subprocess.run(
+                    [str(REPO_ROOT / "scripts" / "demo")],
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=600,
+                    check=False,
+                )
+            output = (test_dir.path / f"demo-{run}.log").read_text()
+            assert result.returncode == 0, output[-4000:]
+            assert "Strata demo: done." in output, output[-2000:]
     finally:
         strata(strata_bin, repo, "stop", check=False)
     assert_clean_logs(repo)
