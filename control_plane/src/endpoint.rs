@@ -296,9 +296,10 @@ pub async fn start(repo: &Repo, args: &NameArgs) -> anyhow::Result<()> {
         .context("step 3 (basebackup) failed")?;
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "  [3/5] basebackup: {} MiB in {secs:.2}s ({:.0} MiB/s)",
+        "  [3/5] basebackup: {} MiB in {secs:.2}s ({:.0} MiB/s) ({:.2}s)",
         bytes >> 20,
-        (bytes as f64 / 1048576.0) / secs.max(1e-6)
+        (bytes as f64 / 1048576.0) / secs.max(1e-6),
+        started.elapsed().as_secs_f64()
     );
     // (4) Postgres.
     pg.start(Duration::from_secs(120))
@@ -359,8 +360,9 @@ async fn sync(repo: &Repo, ep: &EndpointConfig) -> anyhow::Result<Lsn> {
         .map_err(|_| anyhow::anyhow!("walproposer sync printed {stdout:?}, not an LSN"))
 }
 
-/// Streams the basebackup to `<dir>/basebackup.tar`, then unpacks it into a fresh
-/// `<dir>/data` owned by the PostgreSQL user, with the compute settings appended.
+/// Streams the basebackup straight into a fresh `<dir>/data` (unpacked as it arrives,
+/// owned by the PostgreSQL user), with the compute settings appended to postgresql.conf.
+/// A stream that breaks off fails the unpacking: a partial directory is never started.
 async fn basebackup(
     repo: &Repo,
     ep: &EndpointConfig,
@@ -368,7 +370,6 @@ async fn basebackup(
     lsn: Lsn,
     dir: &Path,
 ) -> anyhow::Result<u64> {
-    use tokio::io::AsyncWriteExt;
     let url = format!(
         "http://127.0.0.1:{ps_port}/v1/tenant/{}/timeline/{}/basebackup?lsn={lsn}",
         ep.tenant_id, ep.timeline_id
@@ -381,24 +382,56 @@ async fn basebackup(
             resp.text().await.unwrap_or_default()
         );
     }
-    let tar_path = dir.join("basebackup.tar");
-    let mut file = tokio::fs::File::create(&tar_path).await?;
-    let mut bytes = 0u64;
-    while let Some(chunk) = resp.chunk().await.context("reading the basebackup")? {
-        bytes += chunk.len() as u64;
-        file.write_all(&chunk).await?;
-    }
-    file.flush().await?;
-    drop(file);
     let data = dir.join("data");
     let ids = pg_user_ids(repo)?;
     let conf = compute_settings(ep);
-    let (tar_path2, data2) = (tar_path.clone(), data.clone());
-    tokio::task::spawn_blocking(move || unpack(&tar_path2, &data2, ids, &conf))
-        .await
-        .context("unpacking")??;
-    let _ = std::fs::remove_file(&tar_path);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, String>>(32);
+    let unpacker = tokio::task::spawn_blocking(move || {
+        let reader = ChannelReader {
+            rx,
+            cur: bytes::Bytes::new(),
+        };
+        unpack(reader, &data, ids, &conf)
+    });
+    let mut bytes = 0u64;
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => break,
+            Err(e) => Err(format!("the basebackup stream broke off: {e}")),
+        };
+        let failed = chunk.is_err();
+        bytes += chunk.as_ref().map(|c| c.len() as u64).unwrap_or(0);
+        // A closed channel means the unpacker stopped (its error is reported below).
+        if tx.send(chunk).await.is_err() || failed {
+            break;
+        }
+    }
+    drop(tx);
+    unpacker.await.context("unpacking")??;
     Ok(bytes)
+}
+
+/// A blocking reader over the chunks the async side receives.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    cur: bytes::Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.cur = b,
+                Some(Err(e)) => return Err(std::io::Error::other(e)),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
 }
 
 fn compute_settings(ep: &EndpointConfig) -> String {
@@ -416,14 +449,18 @@ fn compute_settings(ep: &EndpointConfig) -> String {
     s
 }
 
-fn unpack(tar_path: &Path, data: &Path, ids: Option<(u32, u32)>, conf: &str) -> anyhow::Result<()> {
+fn unpack(
+    reader: impl std::io::Read,
+    data: &Path,
+    ids: Option<(u32, u32)>,
+    conf: &str,
+) -> anyhow::Result<()> {
     if data.exists() {
         std::fs::remove_dir_all(data)
             .with_context(|| format!("removing the old {}", data.display()))?;
     }
     std::fs::create_dir_all(data)?;
-    let f = std::fs::File::open(tar_path)?;
-    let mut archive = tar::Archive::new(std::io::BufReader::new(f));
+    let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive
         .unpack(data)
