@@ -374,6 +374,49 @@ pub async fn branch(repo: &Repo, args: &BranchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Options of `strata timeline create`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  strata timeline create --branch-name scratch")]
+pub struct CreateRootArgs {
+    /// The new branch's name.
+    #[arg(long)]
+    branch_name: String,
+    /// The tenant (default: the default tenant).
+    #[arg(long)]
+    tenant_id: Option<TenantId>,
+    /// The new timeline's id (default: random).
+    #[arg(long)]
+    timeline_id: Option<TimelineId>,
+}
+
+/// `strata timeline create`: a second root in the tenant, bootstrapped by initdb like
+/// `main` (an empty cluster that shares nothing with the tenant's other branches).
+pub async fn create_root(repo: &Repo, args: &CreateRootArgs) -> anyhow::Result<()> {
+    let mut branches = Branches::load(repo)?;
+    let tenant = branches.tenant(args.tenant_id)?;
+    if branches.timeline(tenant, &args.branch_name).is_ok() {
+        bail!(
+            "branch {:?} already exists in tenant {tenant}",
+            args.branch_name
+        );
+    }
+    let timeline = args.timeline_id.unwrap_or_else(TimelineId::generate);
+    let ps = pageserver_api(repo)?;
+    let body = json!({"new_timeline_id": timeline, "pg_version": 15});
+    let lsn = create_branch(repo, &ps, tenant, timeline, body).await?;
+    branches
+        .tenants
+        .entry(tenant)
+        .or_default()
+        .insert(args.branch_name.clone(), timeline);
+    branches.save(repo)?;
+    println!(
+        "strata: branch {} = timeline {timeline}, a new root (initdb) at {lsn}",
+        args.branch_name
+    );
+    Ok(())
+}
+
 /// Options naming a tenant.
 #[derive(clap::Args, Debug)]
 pub struct TenantArg {

@@ -86,6 +86,8 @@ enum TenantAction {
 enum TimelineAction {
     /// A new branch of a branch, at its last record LSN or at `--ancestor-start-lsn`.
     Branch(branches::BranchArgs),
+    /// A new root branch, bootstrapped by initdb (shares no history with the others).
+    Create(branches::CreateRootArgs),
     /// The tenant's branches as a tree, with their LSNs.
     List(branches::TenantArg),
 }
@@ -145,6 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let repo = repo::Repo::open(&dir)?;
             match action {
                 TimelineAction::Branch(args) => branches::branch(&repo, &args).await?,
+                TimelineAction::Create(args) => branches::create_root(&repo, &args).await?,
                 TimelineAction::List(args) => branches::timeline_list(&repo, &args).await?,
             }
         }

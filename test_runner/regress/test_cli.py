@@ -16,6 +16,7 @@ import requests
 import toml
 
 from fixtures.paths import REPO_ROOT, StrataBinaries, find_pg_bindir
+from fixtures.strata_cli import assert_clean_logs, endpoint_port, sql, strata
 from fixtures.utils import wait_until
 from fixtures.workdir import TestDir
 
@@ -35,28 +36,6 @@ def test_strata_doctor(strata_bin: StrataBinaries):
     assert "PostgreSQL 15" in result.stdout
 
 
-def strata(
-    strata_bin: StrataBinaries, repo: Path, *args: str, check: bool = True, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    """`strata <args>` on the repository `repo`; with `check`, asserts it exited 0."""
-    result = subprocess.run(
-        [str(strata_bin.path("strata")), *args],
-        cwd=repo.parent,
-        env={**os.environ, "STRATA_REPO_DIR": str(repo), "STRATA_PG_BIN": str(find_pg_bindir())},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"strata {' '.join(args)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
-
-
 def service_states(strata_bin: StrataBinaries, repo: Path) -> dict[str, str]:
     out = strata(strata_bin, repo, "status").stdout
     return {
@@ -64,15 +43,6 @@ def service_states(strata_bin: StrataBinaries, repo: Path) -> dict[str, str]:
         for line in out.splitlines()
         if line.startswith("  ") and len(line.split()) >= 2
     }
-
-
-def assert_clean_logs(repo: Path) -> None:
-    """No ERROR in the services' logs and the sidecars' logs, no PANIC in Postgres's."""
-    logs = [*repo.glob("*/*.log"), *repo.glob("endpoints/*/*.log")]
-    for log in logs:
-        text = log.read_text(errors="replace").splitlines()
-        bad = [line for line in text if " ERROR " in line or "PANIC" in line]
-        assert not bad, f"{log}:\n" + "\n".join(bad[:10])
 
 
 def test_strata_cluster_lifecycle(strata_bin: StrataBinaries, test_dir: TestDir):
@@ -149,8 +119,9 @@ def test_strata_failed_start_stops_what_it_started(strata_bin: StrataBinaries, t
 
 def test_strata_tenants_and_branches(strata_bin: StrataBinaries, test_dir: TestDir):
     """tenant create (bootstrap → branch main on the pageserver and every safekeeper), tenant
-    list/config, timeline branch, the tree in timeline list; clear errors for a duplicate or
-    unknown branch; a branch refused by a stopped safekeeper leaves nothing behind."""
+    list/config, timeline branch, a second root (timeline create), the tree in timeline list;
+    clear errors for a duplicate or unknown branch; a branch refused by a stopped safekeeper
+    leaves nothing behind."""
     repo = test_dir.path / "repo"
     strata(strata_bin, repo, "init")
     config = toml.loads((repo / "config.toml").read_text())
@@ -190,6 +161,13 @@ def test_strata_tenants_and_branches(strata_bin: StrataBinaries, test_dir: TestD
         assert lines[0].startswith(f"main [{main}]"), tree
         assert lines[1].startswith(f"┗━ dev [{dev}] from "), tree
 
+        out = strata(strata_bin, repo, "timeline", "create", "--branch-name", "scratch").stdout
+        scratch = re.search(r"timeline ([0-9a-f]{32}), a new root", out).group(1)
+        tree = strata(strata_bin, repo, "timeline", "list").stdout
+        assert re.search(rf"^scratch \[{scratch}\], last record", tree, re.MULTILINE), tree
+        r = strata(strata_bin, repo, "timeline", "create", "--branch-name", "dev", check=False)
+        assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
+
         strata(strata_bin, repo, "safekeeper", "stop", "--id", "3")
         r = strata(strata_bin, repo, "timeline", "branch", "--branch-name", "half", check=False)
         assert r.returncode != 0 and "safekeeper-3 is not reachable" in r.stderr, r.stderr
@@ -198,27 +176,10 @@ def test_strata_tenants_and_branches(strata_bin: StrataBinaries, test_dir: TestD
         timelines = requests.get(
             f"http://127.0.0.1:{ps['http_port']}/v1/tenant/{tenant}/timeline", timeout=10
         ).json()
-        assert {t["timeline_id"] for t in timelines} == {main, dev}, timelines
+        assert {t["timeline_id"] for t in timelines} == {main, dev, scratch}, timelines
     finally:
         strata(strata_bin, repo, "stop", check=False)
     assert_clean_logs(repo)
-
-
-def endpoint_port(repo: Path, name: str) -> int:
-    return toml.loads((repo / "endpoints" / name / "endpoint.toml").read_text())["pg_port"]
-
-
-def sql(repo: Path, endpoint: str, query: str) -> list[tuple]:
-    conn = psycopg2.connect(
-        host="127.0.0.1", port=endpoint_port(repo, endpoint), user="postgres", dbname="postgres"
-    )
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
 
 
 def test_strata_endpoints(strata_bin: StrataBinaries, test_dir: TestDir):

@@ -81,7 +81,7 @@ const DIRECTORIES: &[&str] = &[
 /// Why a basebackup failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BasebackupError {
-    /// The request is malformed (an LSN of 0, or not on a record boundary).
+    /// The request is malformed (an LSN not on a record boundary).
     #[error("{0}")]
     BadRequest(String),
     /// Reading the timeline failed (or the LSN is out of range or not reached).
@@ -126,15 +126,14 @@ pub async fn prepare(
     wait: Duration,
 ) -> Result<Prepared, BasebackupError> {
     let lsn = lsn.unwrap_or_else(|| timeline.last_record_lsn());
-    if lsn == Lsn(0) {
-        return Err(BasebackupError::BadRequest("basebackup at LSN 0/0".into()));
-    }
+    // Below the timeline's start first (0/0 included): that is the timeline's state, not a
+    // malformed request.
+    timeline.check_read_lsn(lsn)?;
     if !lsn.is_aligned() {
         return Err(BasebackupError::BadRequest(format!(
             "basebackup at {lsn}: not on a record boundary (WAL records are 8-byte aligned)"
         )));
     }
-    timeline.check_read_lsn(lsn)?;
     timeline.wait_lsn(lsn, wait).await?;
     let last = timeline.last_record();
     let prev_record = match last.prev {

@@ -32,7 +32,10 @@ fn api_error(e: BasebackupError) -> ApiError {
 #[utoipa::path(get, path = "/v1/tenant/{tenant_id}/timeline/{timeline_id}/basebackup", tag = "timeline",
     params(("tenant_id" = HexId, Path), ("timeline_id" = HexId, Path), BasebackupQuery),
     responses(
-        (status = 200, description = "The tar stream", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 200, description = "The tar stream (gzip-compressed with gzip=true)", content(
+            (Vec<u8> = "application/x-tar"),
+            (Vec<u8> = "application/gzip"),
+        )),
         (status = 400, description = "Malformed id or query, or an LSN not on a record boundary", body = ErrorBody),
         (status = 404, description = "No such tenant or timeline, or the LSN is below the timeline's start or GC cutoff", body = ErrorBody),
         (status = 409, description = "The timeline is broken, or did not reach the LSN within wait_lsn_timeout", body = ErrorBody),
