@@ -238,8 +238,9 @@ pub struct GetPageQuery {
 #[serde(deny_unknown_fields)]
 pub struct BasebackupQuery {
     /// The data directory's LSN (default: the last record LSN); waited for up to the
-    /// configured wait_lsn_timeout.
-    #[param(value_type = Option<String>, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")]
+    /// configured wait_lsn_timeout. A record boundary: 8-byte aligned, so the last hex
+    /// digit is 0 or 8.
+    #[param(value_type = Option<String>, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{0,7}[08]$")]
     pub lsn: Option<Lsn>,
     /// gzip the tar stream.
     pub gzip: Option<bool>,
