@@ -54,6 +54,29 @@ impl Branches {
             .with_context(|| format!("writing {}", path.display()))
     }
 
+    /// Refuses a branch name the tenant already uses.
+    fn check_new(&self, tenant: TenantId, name: &str) -> anyhow::Result<()> {
+        if self.timeline(tenant, name).is_ok() {
+            bail!("branch {name:?} already exists in tenant {tenant}");
+        }
+        Ok(())
+    }
+
+    /// Records `name` → `timeline` in the tenant and saves the file.
+    fn record(
+        &mut self,
+        repo: &Repo,
+        tenant: TenantId,
+        name: &str,
+        timeline: TimelineId,
+    ) -> anyhow::Result<()> {
+        self.tenants
+            .entry(tenant)
+            .or_default()
+            .insert(name.to_string(), timeline);
+        self.save(repo)
+    }
+
     /// The tenant to act on.
     pub fn tenant(&self, arg: Option<TenantId>) -> anyhow::Result<TenantId> {
         arg.or(self.default_tenant).context(
@@ -226,15 +249,10 @@ pub async fn tenant_create(repo: &Repo, args: &TenantCreateArgs) -> anyhow::Resu
             return Err(e.context("tenant creation undone"));
         }
     };
-    branches
-        .tenants
-        .entry(tenant)
-        .or_default()
-        .insert("main".into(), timeline);
     if args.set_default || branches.default_tenant.is_none() {
         branches.default_tenant = Some(tenant);
     }
-    branches.save(repo)?;
+    branches.record(repo, tenant, "main", timeline)?;
     println!("strata: tenant {tenant} created; branch main = timeline {timeline} at {lsn}");
     Ok(())
 }
@@ -334,12 +352,7 @@ pub struct BranchArgs {
 pub async fn branch(repo: &Repo, args: &BranchArgs) -> anyhow::Result<()> {
     let mut branches = Branches::load(repo)?;
     let tenant = branches.tenant(args.tenant_id)?;
-    if branches.timeline(tenant, &args.branch_name).is_ok() {
-        bail!(
-            "branch {:?} already exists in tenant {tenant}",
-            args.branch_name
-        );
-    }
+    branches.check_new(tenant, &args.branch_name)?;
     let ancestor = branches.timeline(tenant, &args.ancestor_branch_name)?;
     let timeline = args.timeline_id.unwrap_or_else(TimelineId::generate);
     let mut body = json!({"new_timeline_id": timeline, "ancestor_timeline_id": ancestor});
@@ -361,12 +374,7 @@ pub async fn branch(repo: &Repo, args: &BranchArgs) -> anyhow::Result<()> {
         })?;
     }
     let lsn = create_branch(repo, &ps, tenant, timeline, body).await?;
-    branches
-        .tenants
-        .entry(tenant)
-        .or_default()
-        .insert(args.branch_name.clone(), timeline);
-    branches.save(repo)?;
+    branches.record(repo, tenant, &args.branch_name, timeline)?;
     println!(
         "strata: branch {} = timeline {timeline}, from {} at {lsn}",
         args.branch_name, args.ancestor_branch_name
@@ -394,22 +402,12 @@ pub struct CreateRootArgs {
 pub async fn create_root(repo: &Repo, args: &CreateRootArgs) -> anyhow::Result<()> {
     let mut branches = Branches::load(repo)?;
     let tenant = branches.tenant(args.tenant_id)?;
-    if branches.timeline(tenant, &args.branch_name).is_ok() {
-        bail!(
-            "branch {:?} already exists in tenant {tenant}",
-            args.branch_name
-        );
-    }
+    branches.check_new(tenant, &args.branch_name)?;
     let timeline = args.timeline_id.unwrap_or_else(TimelineId::generate);
     let ps = pageserver_api(repo)?;
     let body = json!({"new_timeline_id": timeline, "pg_version": 15});
     let lsn = create_branch(repo, &ps, tenant, timeline, body).await?;
-    branches
-        .tenants
-        .entry(tenant)
-        .or_default()
-        .insert(args.branch_name.clone(), timeline);
-    branches.save(repo)?;
+    branches.record(repo, tenant, &args.branch_name, timeline)?;
     println!(
         "strata: branch {} = timeline {timeline}, a new root (initdb) at {lsn}",
         args.branch_name

@@ -52,9 +52,8 @@ class Bank:
                 if conn is None:
                     conn = connect_endpoint(self.env.repo, self.endpoint, connect_timeout=2)
                 n += 7
+                # Never equal: n ≡ 3n + 1 (mod 20) has no solution.
                 src, dst = n % ACCOUNTS + 1, (n * 3 + 1) % ACCOUNTS + 1
-                if src == dst:
-                    continue
                 tid = str(uuid.uuid4())
                 with conn.cursor() as cur:
                     cur.execute("UPDATE accounts SET balance = balance - 5 WHERE id = %s", (src,))
