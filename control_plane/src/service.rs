@@ -145,7 +145,19 @@ impl Service {
         if let Some(port) = self.ready_url.strip_prefix("pg_isready:") {
             let isready = self.binary.with_file_name("pg_isready");
             return tokio::process::Command::new(isready)
-                .args(["-q", "-h", "127.0.0.1", "-p", port])
+                // As the compute's superuser: a probe under the caller's OS user name makes
+                // the server log `FATAL: role "root" does not exist`.
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    port,
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                ])
                 .status()
                 .await
                 .is_ok_and(|s| s.success());
