@@ -17,7 +17,10 @@ use serde_json::{Value, json};
 use utils::crashsafe::{self, Sync};
 use utils::{Lsn, TenantId, TimelineId};
 
-use crate::repo::Repo;
+use utils::auth::{Claims, Scope};
+
+use crate::auth;
+use crate::repo::{Repo, ServiceConfig};
 
 /// `PG_VERSION_NUM` sent to the safekeepers (they compare the major version only).
 const PG_VERSION_NUM: u32 = 150000;
@@ -112,17 +115,19 @@ impl Branches {
     }
 }
 
-/// A small JSON client for the services' HTTP APIs with one-line errors.
+/// A small JSON client for the services' HTTP APIs with one-line errors; with auth on, it
+/// signs every call with a token of the service's management scope.
 #[derive(Debug, Clone)]
 pub struct Api {
     client: reqwest::Client,
     base: String,
     name: String,
+    token: Option<String>,
 }
 
 impl Api {
-    /// The API of the service `name` at `http://127.0.0.1:<port>`.
-    pub fn new(name: &str, port: u16) -> anyhow::Result<Api> {
+    /// The API of the service `name` at `http://127.0.0.1:<port>`, sending `token`.
+    fn new(name: &str, port: u16, token: Option<String>) -> anyhow::Result<Api> {
         Ok(Api {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(600))
@@ -130,7 +135,20 @@ impl Api {
                 .context("HTTP client")?,
             base: format!("http://127.0.0.1:{port}"),
             name: name.to_string(),
+            token,
         })
+    }
+
+    /// The pageserver `p`'s API (a `pageserverapi` token when auth is on).
+    pub fn pageserver(repo: &Repo, p: &ServiceConfig) -> anyhow::Result<Api> {
+        let token = auth::token(repo, &Claims::new(Scope::PageServerApi))?;
+        Api::new(&format!("pageserver-{}", p.id), p.http_port, token)
+    }
+
+    /// The safekeeper `s`'s API (a `safekeeperdata` token when auth is on).
+    pub fn safekeeper(repo: &Repo, s: &ServiceConfig) -> anyhow::Result<Api> {
+        let token = auth::token(repo, &Claims::new(Scope::SafekeeperData))?;
+        Api::new(&format!("safekeeper-{}", s.id), s.http_port, token)
     }
 
     /// Sends a request; a non-2xx answer is an error carrying the service's message.
@@ -145,6 +163,9 @@ impl Api {
             .request(method.clone(), format!("{}{path}", self.base));
         if let Some(b) = body {
             req = req.json(&b);
+        }
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() {
@@ -175,8 +196,7 @@ impl Api {
 }
 
 fn pageserver_api(repo: &Repo) -> anyhow::Result<Api> {
-    let p = repo.pageserver(None)?;
-    Api::new(&format!("pageserver-{}", p.id), p.http_port)
+    Api::pageserver(repo, repo.pageserver(None)?)
 }
 
 /// Parses `key=value` (the value as TOML; a bare word is a string) into JSON.
@@ -292,7 +312,7 @@ async fn create_branch(
         .with_context(|| format!("timeline {timeline}: no last_record_lsn in {info}"))?;
     let mut done = Vec::new();
     for sk in &repo.config.safekeepers {
-        let api = Api::new(&format!("safekeeper-{}", sk.id), sk.http_port)?;
+        let api = Api::safekeeper(repo, sk)?;
         let r = api
             .call(
                 reqwest::Method::POST,

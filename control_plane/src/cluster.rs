@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::auth;
 use crate::repo::{ClusterConfig, NatsConfig, Repo, ServiceConfig, free_ports};
 use crate::service::{Service, State};
 
@@ -20,7 +21,9 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Options of `strata init`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  strata init\n  strata init --num-safekeepers 1 --force")]
+#[command(
+    after_help = "Examples:\n  strata init\n  strata init --num-safekeepers 1 --force\n  strata init --auth"
+)]
 pub struct InitArgs {
     /// Safekeepers in the cluster.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
@@ -28,6 +31,9 @@ pub struct InitArgs {
     /// Pageservers in the cluster.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=9))]
     num_pageservers: u64,
+    /// JWT auth on every service's libpq and HTTP port (`strata token` mints tokens).
+    #[arg(long)]
+    auth: bool,
     /// Replace an existing repository (its data is deleted; the cluster must be stopped).
     #[arg(long)]
     force: bool,
@@ -106,21 +112,31 @@ fn nats_binary() -> PathBuf {
 
 /// The safekeeper `s`'s service.
 pub fn safekeeper_service(repo: &Repo, s: &ServiceConfig) -> Service {
+    let mut args: Vec<String> = vec![
+        "-D".into(),
+        repo.safekeeper_dir(s.id).display().to_string(),
+        "--id".into(),
+        s.id.to_string(),
+        "--listen-pg".into(),
+        format!("127.0.0.1:{}", s.pg_port),
+        "--listen-http".into(),
+        format!("127.0.0.1:{}", s.http_port),
+        "--broker-endpoint".into(),
+        repo.broker_url(),
+    ];
+    if repo.config.auth {
+        let key = auth::public_key_path(&repo.dir).display().to_string();
+        args.extend([
+            "--pg-auth-public-key-path".into(),
+            key.clone(),
+            "--http-auth-public-key-path".into(),
+            key,
+        ]);
+    }
     Service {
         name: format!("safekeeper-{}", s.id),
         binary: repo.config.bin_dir.join("safekeeper"),
-        args: vec![
-            "-D".into(),
-            repo.safekeeper_dir(s.id).display().to_string(),
-            "--id".into(),
-            s.id.to_string(),
-            "--listen-pg".into(),
-            format!("127.0.0.1:{}", s.pg_port),
-            "--listen-http".into(),
-            format!("127.0.0.1:{}", s.http_port),
-            "--broker-endpoint".into(),
-            repo.broker_url(),
-        ],
+        args,
         dir: repo.safekeeper_dir(s.id),
         ready_url: format!("http://127.0.0.1:{}/v1/status", s.http_port),
         run_as: None,
@@ -219,10 +235,14 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
         nats,
         pageservers,
         safekeepers,
+        auth: args.auth,
     };
     // The directories first, then the config that names them (see repo.rs).
     let staged = Repo::staged(dir, config.clone());
     std::fs::create_dir_all(staged.nats_dir())?;
+    if args.auth {
+        auth::init_keys(dir)?;
+    }
     for s in &config.safekeepers {
         std::fs::create_dir_all(staged.safekeeper_dir(s.id))?;
     }
@@ -235,6 +255,12 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
         "  {} safekeeper(s), {} pageserver(s), NATS on port {}; start it with `strata start`",
         args.num_safekeepers, args.num_pageservers, staged.config.nats.port
     );
+    if args.auth {
+        println!(
+            "  auth on: keys in {}; `strata token --tenant-id <id>` mints a tenant's token",
+            auth::auth_dir(dir).display()
+        );
+    }
     Ok(())
 }
 
@@ -255,6 +281,16 @@ async fn init_pageserver(repo: &Repo, p: &ServiceConfig) -> anyhow::Result<()> {
         ),
         ("pg_user", format!("\"{}\"", c.pg_user)),
     ];
+    let mut settings = settings.to_vec();
+    if c.auth {
+        let key = format!("\"{}\"", auth::public_key_path(&repo.dir).display());
+        let token = format!("\"{}\"", auth::pageserver_token_path(&repo.dir).display());
+        settings.extend([
+            ("http_auth_public_key_path", key.clone()),
+            ("pg_auth_public_key_path", key),
+            ("safekeeper_auth_token_path", token),
+        ]);
+    }
     let mut cmd = tokio::process::Command::new(c.bin_dir.join("pageserver"));
     cmd.arg("--workdir")
         .arg(&workdir)

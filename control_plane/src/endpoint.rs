@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
+use utils::auth::Claims;
 use utils::crashsafe::{self, Sync};
 use utils::{Lsn, TenantId, TimelineId};
 
+use crate::auth;
 use crate::branches::{Api, Branches};
 use crate::repo::{Repo, free_ports};
 use crate::service::{Service, State};
@@ -141,8 +143,30 @@ fn postgres_service(repo: &Repo, ep: &EndpointConfig) -> anyhow::Result<Service>
     })
 }
 
+/// `<endpoint dir>/safekeeper.token`: the sidecar's token, for its tenant only.
+fn token_file(repo: &Repo, ep: &EndpointConfig) -> PathBuf {
+    endpoints_dir(repo).join(&ep.name).join("safekeeper.token")
+}
+
+/// With auth on, writes the endpoint's tenant token (for the sidecar, `walproposer sync` and
+/// the basebackup) and returns it.
+fn tenant_token(repo: &Repo, ep: &EndpointConfig) -> anyhow::Result<Option<String>> {
+    let token = auth::token(repo, &Claims::tenant(ep.tenant_id))?;
+    if let Some(t) = &token {
+        auth::write_secret(&token_file(repo, ep), t.as_bytes())?;
+    }
+    Ok(token)
+}
+
 fn sidecar_service(repo: &Repo, ep: &EndpointConfig, lsn: Lsn) -> Service {
     let dir = endpoints_dir(repo).join(&ep.name);
+    let mut auth_args = Vec::new();
+    if repo.config.auth {
+        auth_args = vec![
+            "--auth-token-file".to_string(),
+            token_file(repo, ep).display().to_string(),
+        ];
+    }
     let sks: Vec<String> = repo
         .config
         .safekeepers
@@ -168,7 +192,10 @@ fn sidecar_service(repo: &Repo, ep: &EndpointConfig, lsn: Lsn) -> Service {
             dir.join("walproposer").display().to_string(),
             "--listen-http".into(),
             format!("127.0.0.1:{}", ep.http_port),
-        ],
+        ]
+        .into_iter()
+        .chain(auth_args)
+        .collect(),
         dir,
         ready_url: format!("http://127.0.0.1:{}/v1/status", ep.http_port),
         run_as: None,
@@ -261,6 +288,7 @@ pub async fn start(repo: &Repo, args: &NameArgs) -> anyhow::Result<()> {
     }
     let dir = endpoints_dir(repo).join(&ep.name);
     let started = Instant::now();
+    let token = tenant_token(repo, &ep)?;
     // (1) The LSN.
     let lsn = match ep.lsn {
         Some(l) => l,
@@ -274,7 +302,7 @@ pub async fn start(repo: &Repo, args: &NameArgs) -> anyhow::Result<()> {
     );
     // (2) The pageserver has it.
     let ps_conf = repo.pageserver(None)?;
-    let ps = Api::new(&format!("pageserver-{}", ps_conf.id), ps_conf.http_port)?;
+    let ps = Api::pageserver(repo, ps_conf)?;
     ps.call(
         reqwest::Method::GET,
         &format!(
@@ -291,7 +319,7 @@ pub async fn start(repo: &Repo, args: &NameArgs) -> anyhow::Result<()> {
     );
     // (3) A fresh data directory from the basebackup.
     let t = Instant::now();
-    let bytes = basebackup(repo, &ep, ps_conf.http_port, lsn, &dir)
+    let bytes = basebackup(repo, &ep, ps_conf.http_port, lsn, &dir, token.as_deref())
         .await
         .context("step 3 (basebackup) failed")?;
     let secs = t.elapsed().as_secs_f64();
@@ -336,14 +364,15 @@ async fn sync(repo: &Repo, ep: &EndpointConfig) -> anyhow::Result<Lsn> {
         .iter()
         .map(|s| format!("127.0.0.1:{}", s.pg_port))
         .collect();
-    let out = tokio::process::Command::new(repo.config.bin_dir.join("walproposer"))
-        .args(["sync", "--safekeepers", &sks.join(",")])
+    let mut cmd = tokio::process::Command::new(repo.config.bin_dir.join("walproposer"));
+    cmd.args(["sync", "--safekeepers", &sks.join(",")])
         .args(["--tenant-id", &ep.tenant_id.to_string()])
         .args(["--timeline-id", &ep.timeline_id.to_string()])
-        .args(["--timeout", "120"])
-        .output()
-        .await
-        .context("running walproposer sync")?;
+        .args(["--timeout", "120"]);
+    if repo.config.auth {
+        cmd.arg("--auth-token-file").arg(token_file(repo, ep));
+    }
+    let out = cmd.output().await.context("running walproposer sync")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -369,12 +398,17 @@ async fn basebackup(
     ps_port: u16,
     lsn: Lsn,
     dir: &Path,
+    token: Option<&str>,
 ) -> anyhow::Result<u64> {
     let url = format!(
         "http://127.0.0.1:{ps_port}/v1/tenant/{}/timeline/{}/basebackup?lsn={lsn}",
         ep.tenant_id, ep.timeline_id
     );
-    let mut resp = reqwest::get(&url).await.context("pageserver")?;
+    let mut req = reqwest::Client::new().get(&url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let mut resp = req.send().await.context("pageserver")?;
     if !resp.status().is_success() {
         let status = resp.status();
         bail!(

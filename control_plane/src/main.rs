@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod auth;
 mod branches;
 mod cluster;
 mod doctor;
@@ -53,6 +54,8 @@ enum Command {
     /// Compute endpoints: stock PostgreSQL started from a basebackup, with its sidecar.
     #[command(subcommand)]
     Endpoint(EndpointAction),
+    /// Print a JWT signed with the cluster's key (clusters initialized with --auth).
+    Token(auth::TokenArgs),
     /// Start, stop or restart one pageserver.
     #[command(subcommand)]
     Pageserver(ServiceAction),
@@ -135,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Status => cluster::status(&repo::Repo::open(&dir)?),
+        Command::Token(args) => auth::print_token(&repo::Repo::open(&dir)?, &args)?,
         Command::Tenant(action) => {
             let repo = repo::Repo::open(&dir)?;
             match action {

@@ -6,6 +6,7 @@
 //! <repo>/nats/              nats-server's log and pid file
 //! <repo>/pageserver_<id>/   a pageserver's workdir (pageserver.toml, tenants/, log)
 //! <repo>/safekeeper_<id>/   a safekeeper's data directory (timelines, log)
+//! <repo>/auth/              with `--auth`: the JWT key pair and service tokens (auth.rs)
 //! ```
 //!
 //! Invariant: `config.toml` is written once, crash-safely (temp file, fsync, rename, fsync
@@ -39,6 +40,9 @@ pub struct ClusterConfig {
     pub pageservers: Vec<ServiceConfig>,
     /// The safekeepers.
     pub safekeepers: Vec<ServiceConfig>,
+    /// JWT auth on every service's libpq and HTTP port (keys in `<repo>/auth`, auth.rs).
+    #[serde(default)]
+    pub auth: bool,
 }
 
 /// The broker's ports.
@@ -234,6 +238,7 @@ mod tests {
                 http_port: 4,
             }],
             safekeepers: vec![],
+            auth: false,
         }
     }
 
