@@ -303,16 +303,9 @@ pub async fn start(repo: &Repo, args: &NameArgs) -> anyhow::Result<()> {
     // (2) The pageserver has it.
     let ps_conf = repo.pageserver(None)?;
     let ps = Api::pageserver(repo, ps_conf)?;
-    ps.call(
-        reqwest::Method::GET,
-        &format!(
-            "/v1/tenant/{}/timeline/{}/wait_lsn?lsn={lsn}&timeout=120s",
-            ep.tenant_id, ep.timeline_id
-        ),
-        None,
-    )
-    .await
-    .context("step 2 (waiting for the pageserver to reach the LSN) failed")?;
+    wait_for_lsn(&ps, &ep, lsn)
+        .await
+        .context("step 2 (waiting for the pageserver to reach the LSN) failed")?;
     println!(
         "  [2/5] pageserver has {lsn} ({:.2}s)",
         started.elapsed().as_secs_f64()
@@ -355,6 +348,32 @@ pub async fn start(repo: &Repo, args: &NameArgs) -> anyhow::Result<()> {
     }
     println!("postgresql://postgres@127.0.0.1:{}/postgres", ep.pg_port);
     Ok(())
+}
+
+/// How often a long step prints its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// `wait_lsn` on the pageserver; while it waits, prints where the timeline is every
+/// PROGRESS_EVERY, so a slow ingest is visible instead of a silent pause.
+async fn wait_for_lsn(ps: &Api, ep: &EndpointConfig, lsn: Lsn) -> anyhow::Result<()> {
+    let timeline = format!("/v1/tenant/{}/timeline/{}", ep.tenant_id, ep.timeline_id);
+    let wait_path = format!("{timeline}/wait_lsn?lsn={lsn}&timeout=120s");
+    let wait = ps.call(reqwest::Method::GET, &wait_path, None);
+    tokio::pin!(wait);
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            r = &mut wait => return r.map(|_| ()),
+            _ = ticks.tick() => {
+                let at = match ps.call(reqwest::Method::GET, &timeline, None).await {
+                    Ok(info) => info["last_record_lsn"].as_str().unwrap_or("?").to_string(),
+                    Err(e) => format!("unknown ({e})"),
+                };
+                println!("        waiting for the pageserver: at {at}, needs {lsn}");
+            }
+        }
+    }
 }
 
 async fn sync(repo: &Repo, ep: &EndpointConfig) -> anyhow::Result<Lsn> {
@@ -428,7 +447,17 @@ async fn basebackup(
         unpack(reader, &data, ids, &conf)
     });
     let mut bytes = 0u64;
+    let started = Instant::now();
+    let mut reported = started;
     loop {
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            println!(
+                "        basebackup: {} MiB so far ({:.0} MiB/s)",
+                bytes >> 20,
+                (bytes as f64 / 1048576.0) / started.elapsed().as_secs_f64().max(1e-6)
+            );
+        }
         let chunk = match resp.chunk().await {
             Ok(Some(c)) => Ok(c),
             Ok(None) => break,
