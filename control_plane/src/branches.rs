@@ -193,7 +193,40 @@ impl Api {
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None).await
     }
+
+    /// The pageserver's `wait_lsn` (up to `timeout`, e.g. "60s"); while it waits, prints
+    /// where the timeline is every PROGRESS_EVERY, so a slow ingest is visible instead of a
+    /// silent pause.
+    pub async fn wait_lsn(
+        &self,
+        tenant: TenantId,
+        timeline: TimelineId,
+        lsn: Lsn,
+        timeout: &str,
+    ) -> anyhow::Result<()> {
+        let info_path = format!("/v1/tenant/{tenant}/timeline/{timeline}");
+        let wait_path = format!("{info_path}/wait_lsn?lsn={lsn}&timeout={timeout}");
+        let wait = self.get(&wait_path);
+        tokio::pin!(wait);
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                r = &mut wait => return r.map(|_| ()),
+                _ = ticks.tick() => {
+                    let at = match self.get(&info_path).await {
+                        Ok(info) => info["last_record_lsn"].as_str().unwrap_or("?").to_string(),
+                        Err(e) => format!("unknown ({e})"),
+                    };
+                    println!("        waiting for the pageserver: at {at}, needs {lsn}");
+                }
+            }
+        }
+    }
 }
+
+/// How often a long step prints its progress.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 fn pageserver_api(repo: &Repo) -> anyhow::Result<Api> {
     Api::pageserver(repo, repo.pageserver(None)?)
@@ -382,16 +415,14 @@ pub async fn branch(repo: &Repo, args: &BranchArgs) -> anyhow::Result<()> {
     let ps = pageserver_api(repo)?;
     if let Some(at) = args.ancestor_start_lsn {
         // An LSN just read from a compute may not be ingested yet: wait for it.
-        ps.get(&format!(
-            "/v1/tenant/{tenant}/timeline/{ancestor}/wait_lsn?lsn={at}&timeout=60s"
-        ))
-        .await
-        .with_context(|| {
-            format!(
-                "waiting for branch {} to reach {at}",
-                args.ancestor_branch_name
-            )
-        })?;
+        ps.wait_lsn(tenant, ancestor, at, "60s")
+            .await
+            .with_context(|| {
+                format!(
+                    "waiting for branch {} to reach {at}",
+                    args.ancestor_branch_name
+                )
+            })?;
     }
     let lsn = create_branch(repo, &ps, tenant, timeline, body).await?;
     branches.record(repo, tenant, &args.branch_name, timeline)?;

@@ -303,7 +303,7 @@ pub async fn start(repo: &Repo, args: &NameArgs) -> anyhow::Result<()> {
     // (2) The pageserver has it.
     let ps_conf = repo.pageserver(None)?;
     let ps = Api::pageserver(repo, ps_conf)?;
-    wait_for_lsn(&ps, &ep, lsn)
+    ps.wait_lsn(ep.tenant_id, ep.timeline_id, lsn, "120s")
         .await
         .context("step 2 (waiting for the pageserver to reach the LSN) failed")?;
     println!(
@@ -348,32 +348,6 @@ pub async fn start(repo: &Repo, args: &NameArgs) -> anyhow::Result<()> {
     }
     println!("postgresql://postgres@127.0.0.1:{}/postgres", ep.pg_port);
     Ok(())
-}
-
-/// How often a long step prints its progress.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-
-/// `wait_lsn` on the pageserver; while it waits, prints where the timeline is every
-/// PROGRESS_EVERY, so a slow ingest is visible instead of a silent pause.
-async fn wait_for_lsn(ps: &Api, ep: &EndpointConfig, lsn: Lsn) -> anyhow::Result<()> {
-    let timeline = format!("/v1/tenant/{}/timeline/{}", ep.tenant_id, ep.timeline_id);
-    let wait_path = format!("{timeline}/wait_lsn?lsn={lsn}&timeout=120s");
-    let wait = ps.call(reqwest::Method::GET, &wait_path, None);
-    tokio::pin!(wait);
-    let mut ticks =
-        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
-    loop {
-        tokio::select! {
-            r = &mut wait => return r.map(|_| ()),
-            _ = ticks.tick() => {
-                let at = match ps.call(reqwest::Method::GET, &timeline, None).await {
-                    Ok(info) => info["last_record_lsn"].as_str().unwrap_or("?").to_string(),
-                    Err(e) => format!("unknown ({e})"),
-                };
-                println!("        waiting for the pageserver: at {at}, needs {lsn}");
-            }
-        }
-    }
 }
 
 async fn sync(repo: &Repo, ep: &EndpointConfig) -> anyhow::Result<Lsn> {
@@ -450,7 +424,7 @@ async fn basebackup(
     let started = Instant::now();
     let mut reported = started;
     loop {
-        if reported.elapsed() >= PROGRESS_EVERY {
+        if reported.elapsed() >= crate::branches::PROGRESS_EVERY {
             reported = Instant::now();
             println!(
                 "        basebackup: {} MiB so far ({:.0} MiB/s)",
