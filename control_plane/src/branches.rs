@@ -158,6 +158,23 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let text = self.request(method, path, body, None).await?;
+        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A GET whose answer is text of the type `accept` names (an HTML page).
+    pub async fn get_text(&self, path: &str, accept: &str) -> anyhow::Result<String> {
+        self.request(reqwest::Method::GET, path, None, Some(accept))
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        accept: Option<&str>,
+    ) -> anyhow::Result<String> {
         let mut req = self
             .client
             .request(method.clone(), format!("{}{path}", self.base));
@@ -166,6 +183,9 @@ impl Api {
         }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
+        }
+        if let Some(a) = accept {
+            req = req.header(reqwest::header::ACCEPT, a);
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() {
@@ -187,10 +207,11 @@ impl Api {
                 .unwrap_or(text);
             bail!("{} refused {method} {path} ({status}): {msg}", self.name);
         }
-        Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        Ok(text)
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    /// A GET returning JSON.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None).await
     }
 
@@ -228,7 +249,7 @@ impl Api {
 /// How often a long step prints its progress.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-fn pageserver_api(repo: &Repo) -> anyhow::Result<Api> {
+pub(crate) fn pageserver_api(repo: &Repo) -> anyhow::Result<Api> {
     Api::pageserver(repo, repo.pageserver(None)?)
 }
 
@@ -409,12 +430,20 @@ pub async fn branch(repo: &Repo, args: &BranchArgs) -> anyhow::Result<()> {
     let ancestor = branches.timeline(tenant, &args.ancestor_branch_name)?;
     let timeline = args.timeline_id.unwrap_or_else(TimelineId::generate);
     let mut body = json!({"new_timeline_id": timeline, "ancestor_timeline_id": ancestor});
-    if let Some(lsn) = args.ancestor_start_lsn {
+    let ps = pageserver_api(repo)?;
+    // Without an LSN, "the ancestor's last record" means everything committed on it: the
+    // pageserver may not have ingested the last commits of a running endpoint yet, so branch
+    // at the safekeepers' commit LSN (once the pageserver has it), not at whatever it has.
+    let start_lsn = match args.ancestor_start_lsn {
+        Some(at) => Some(at),
+        None => committed_lsn(repo, tenant, ancestor).await,
+    };
+    if let Some(lsn) = start_lsn {
         body["ancestor_start_lsn"] = json!(lsn.to_string());
     }
-    let ps = pageserver_api(repo)?;
-    if let Some(at) = args.ancestor_start_lsn {
-        // An LSN just read from a compute may not be ingested yet: wait for it.
+    if let Some(at) = start_lsn {
+        // An LSN just read from a compute (or committed on the safekeepers) may not be
+        // ingested yet: wait for it.
         ps.wait_lsn(tenant, ancestor, at, "60s")
             .await
             .with_context(|| {
@@ -431,6 +460,30 @@ pub async fn branch(repo: &Repo, args: &BranchArgs) -> anyhow::Result<()> {
         args.branch_name, args.ancestor_branch_name
     );
     Ok(())
+}
+
+/// The highest commit LSN the safekeepers report for a timeline (every one of them is
+/// quorum-committed); `None` when none answers or none has WAL for it.
+async fn committed_lsn(repo: &Repo, tenant: TenantId, timeline: TimelineId) -> Option<Lsn> {
+    let mut best: Option<Lsn> = None;
+    for sk in &repo.config.safekeepers {
+        let Ok(api) = Api::safekeeper(repo, sk) else {
+            continue;
+        };
+        let Ok(status) = api
+            .get(&format!("/v1/tenant/{tenant}/timeline/{timeline}"))
+            .await
+        else {
+            continue;
+        };
+        let commit = status["commit_lsn"]
+            .as_str()
+            .and_then(|s| s.parse::<Lsn>().ok());
+        if let Some(lsn) = commit.filter(|l| l.is_valid()) {
+            best = Some(best.map_or(lsn, |b| b.max(lsn)));
+        }
+    }
+    best
 }
 
 /// Options of `strata timeline create`.
@@ -471,7 +524,7 @@ pub async fn create_root(repo: &Repo, args: &CreateRootArgs) -> anyhow::Result<(
 pub struct TenantArg {
     /// The tenant (default: the default tenant).
     #[arg(long)]
-    tenant_id: Option<TenantId>,
+    pub tenant_id: Option<TenantId>,
 }
 
 /// `strata tenant list`.

@@ -17,6 +17,7 @@ mod doctor;
 mod endpoint;
 mod repo;
 mod service;
+mod size;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -83,6 +84,8 @@ enum TenantAction {
     List,
     /// A tenant's config (overrides and effective values).
     Config(branches::TenantArg),
+    /// A tenant's synthetic size and its breakdown (`--html FILE`: the picture too).
+    Size(size::SizeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 TenantAction::Create(args) => branches::tenant_create(&repo, &args).await?,
                 TenantAction::List => branches::tenant_list(&repo).await?,
                 TenantAction::Config(args) => branches::tenant_config(&repo, &args).await?,
+                TenantAction::Size(args) => size::tenant_size(&repo, &args).await?,
             }
         }
         Command::Timeline(action) => {

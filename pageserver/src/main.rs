@@ -218,8 +218,15 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
         root.child_token(),
     ));
 
+    let size_task = tokio::spawn(pageserver::tenant::size::refresh_in_background(
+        tenants.clone(),
+        conf.synthetic_size_calculation_interval,
+        root.child_token(),
+    ));
+
     root.cancelled().await;
     info!("shutting down");
+    size_task.abort();
     tenants.shutdown();
     if let Err(e) = page_task.await {
         warn!("page service task failed: {e}");

@@ -181,3 +181,29 @@ pub static BASEBACKUP_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
         "pageserver_basebackup_seconds",
     )
 });
+
+/// `pageserver_tenant_synthetic_size_bytes{tenant_id}`: the last calculated synthetic size.
+pub static TENANT_SYNTHETIC_SIZE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    must(
+        register_int_gauge_vec!(
+            "pageserver_tenant_synthetic_size_bytes",
+            "The tenant's synthetic size at its last calculation",
+            &["tenant_id"]
+        ),
+        "pageserver_tenant_synthetic_size_bytes",
+    )
+});
+
+/// Records a tenant's synthetic size (nothing for `None`, an inputs-only answer).
+pub fn set_synthetic_size(tenant_id: utils::TenantId, size: Option<u64>) {
+    if let Some(size) = size {
+        TENANT_SYNTHETIC_SIZE
+            .with_label_values(&[&tenant_id.to_string()])
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+    }
+}
+
+/// Forgets a deleted tenant's synthetic size.
+pub fn remove_synthetic_size(tenant_id: utils::TenantId) {
+    let _ = TENANT_SYNTHETIC_SIZE.remove_label_values(&[&tenant_id.to_string()]);
+}

@@ -137,6 +137,7 @@ impl TenantManager {
             source: e,
         })?;
         self.tenants.write().remove(&id);
+        crate::metrics::remove_synthetic_size(id);
         info!(tenant_id = %id, "tenant deleted");
         Ok(())
     }

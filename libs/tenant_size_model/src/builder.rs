@@ -22,6 +22,8 @@ pub struct ModelBuilder {
     points: Vec<Vec<usize>>,
     /// Per branch: whether `end_branch` was called.
     ended: Vec<bool>,
+    /// The branch ends' segments (always needed).
+    ends: Vec<usize>,
 }
 
 impl ModelBuilder {
@@ -134,23 +136,39 @@ impl ModelBuilder {
         Ok(())
     }
 
-    /// The branch's last point (its last record LSN); no point may follow it.
+    /// The branch's end (its last record LSN): no point may follow it, and its state is always
+    /// needed — whatever the retention, the latest version of a branch stays readable. At the
+    /// LSN of the branch's last point (a cutoff at the very end) the end is a separate,
+    /// zero-length point, so that it is needed while the point under it may still be a snapshot.
     pub fn end_branch(
         &mut self,
         branch: BranchId,
         lsn: u64,
         size: Option<u64>,
     ) -> Result<usize, ModelError> {
-        let segment = self.insert_point(branch, lsn, size)?;
+        let last = *self
+            .branch_points(branch)?
+            .last()
+            .ok_or(ModelError::Internal("a branch without points"))?;
+        let segment = if self.model.segments[last].lsn == lsn && !self.ended[branch.0] {
+            self.push_segment(branch, Some(last), lsn, size)
+        } else {
+            self.insert_point(branch, lsn, size)?
+        };
         self.ended[branch.0] = true;
+        self.ends.push(segment);
         Ok(segment)
     }
 
-    /// The finished model: `needed` is set from each branch's retention cutoff.
+    /// The finished model: `needed` is set from each branch's retention cutoff, and on every
+    /// branch end.
     pub fn build(mut self) -> Result<StorageModel, ModelError> {
         for segment in &mut self.model.segments {
             let cutoff = self.model.branches[segment.branch].retention_cutoff;
             segment.needed = cutoff.is_some_and(|cutoff| segment.lsn > cutoff);
+        }
+        for &end in &self.ends {
+            self.model.segments[end].needed = true;
         }
         self.model.validate()?;
         Ok(self.model)
@@ -213,7 +231,21 @@ mod tests {
         let parents: Vec<_> = model.segments.iter().map(|s| s.parent).collect();
         assert_eq!(parents, vec![None, Some(0), Some(1), Some(1), Some(2)]);
         let needed: Vec<_> = model.segments.iter().map(|s| s.needed).collect();
-        assert_eq!(needed, vec![false, false, true, false, true]);
+        assert_eq!(needed, vec![false, false, true, true, true]);
+    }
+
+    #[test]
+    fn an_end_at_the_last_point_is_its_own_needed_point() {
+        let mut builder = ModelBuilder::new();
+        let main = builder.add_root("main", 100, Some(10));
+        builder.insert_point(main, 500, Some(30)).unwrap();
+        builder.retain_after(main, 500).unwrap();
+        assert_eq!(builder.end_branch(main, 500, None), Ok(2));
+        let model = builder.build().unwrap();
+        assert_eq!(model.segments[2].parent, Some(1));
+        assert!(model.segments[2].needed && !model.segments[1].needed);
+        let result = crate::calculate(&model).unwrap();
+        assert_eq!(result.total_size, 30);
     }
 
     #[test]
@@ -263,6 +295,7 @@ mod tests {
             })
         ));
         builder.end_branch(main, 400, None).unwrap();
+        assert_eq!(builder.insert_point(main, 400, None), Ok(2));
         assert!(matches!(
             builder.insert_point(main, 500, None),
             Err(ModelError::PointAfterEnd { end: 400, .. })

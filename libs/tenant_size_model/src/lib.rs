@@ -10,9 +10,10 @@
 //! - [`calculate`] returns a [`SizeResult`] (the total and the choice per segment);
 //! - [`render_svg`] draws both for a person.
 //!
-//! The retained WAL is part of the model from the start: a branch's end is a point like any
-//! other, so a fresh single-branch tenant inside its retention window is charged for its WAL
-//! (and its starting snapshot), never 0.
+//! The retained WAL is part of the model from the start: a branch's end is a point that is
+//! always needed (its latest state stays readable whatever the retention), so a fresh
+//! single-branch tenant inside its retention window is charged for its WAL (and its starting
+//! snapshot), never 0, and a tenant with no retention at all for its current logical size.
 
 mod builder;
 mod calculation;

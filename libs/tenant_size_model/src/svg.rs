@@ -72,7 +72,10 @@ pub fn render_svg(model: &StorageModel, result: &SizeResult) -> String {
     // Lanes: the branch name and a faint baseline over the branch's extent.
     for (branch_index, branch) in model.branches.iter().enumerate() {
         let y = lane_y(branch_index);
-        document = document.add(text(10.0, y + 5.0, &branch.name, 14, "start"));
+        document = document.add(
+            text(10.0, y + 5.0, &lane_label(&branch.name), 14, "start")
+                .add(Title::new(branch.name.clone())),
+        );
         let lsns = model
             .segments
             .iter()
@@ -86,15 +89,16 @@ pub fn render_svg(model: &StorageModel, result: &SizeResult) -> String {
             .filter(|c| (min_lsn..=max_lsn).contains(c))
         {
             let cx = x(cutoff);
+            // The label goes below the lane, clear of the points' labels above and below it.
             document = document
                 .add(
-                    line(cx, y - LANE * 0.4, cx, y + LANE * 0.4, "#c0392b", 1.5)
+                    line(cx, y - LANE * 0.42, cx, y + LANE * 0.42, "#c0392b", 1.5)
                         .set("stroke-dasharray", "6,4"),
                 )
                 .add(
                     text(
                         cx + 4.0,
-                        y - LANE * 0.4 + 10.0,
+                        y + LANE * 0.42 + 8.0,
                         "retention cutoff",
                         10,
                         "start",
@@ -239,6 +243,16 @@ pub fn render_svg(model: &StorageModel, result: &SizeResult) -> String {
     document.to_string()
 }
 
+/// A branch name that fits the lane margin: long names (a timeline id) keep their first 12
+/// characters; the full name is the label's tooltip.
+fn lane_label(name: &str) -> String {
+    if name.chars().count() <= 14 {
+        name.to_string()
+    } else {
+        format!("{}…", name.chars().take(12).collect::<String>())
+    }
+}
+
 /// An LSN the way PostgreSQL prints it (`16/B374D848`).
 pub(crate) fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
@@ -342,5 +356,10 @@ mod tests {
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
         assert_eq!(human_bytes(350), "350 B");
         assert_eq!(human_bytes(3 << 19), "1.5 MiB");
+        assert_eq!(lane_label("main"), "main");
+        assert_eq!(
+            lane_label("3aa8fcc61f6d357410b7de754b1d9001"),
+            "3aa8fcc61f6d…"
+        );
     }
 }

@@ -71,15 +71,16 @@ fn a_fresh_tenant_inside_retention_pays_for_its_wal() {
 fn nothing_to_keep_is_still_at_least_one_byte() {
     let mut builder = ModelBuilder::new();
     let main = builder.add_root("main", 100, None);
-    builder.end_branch(main, 200, None).unwrap();
+    builder.insert_point(main, 200, None).unwrap();
     assert_eq!(calculate(&builder.build().unwrap()).unwrap().total_size, 1);
+    assert_eq!(calculate(&StorageModel::default()).unwrap().total_size, 1);
 }
 
 #[test]
 fn a_needed_root_without_a_size_is_refused() {
     let mut builder = ModelBuilder::new();
     let main = builder.add_root("main", 100, None);
-    builder.end_branch(main, 200, None).unwrap();
+    builder.insert_point(main, 200, None).unwrap();
     builder.retain_after(main, 50).unwrap();
     let error = calculate(&builder.build().unwrap()).unwrap_err();
     assert_eq!(

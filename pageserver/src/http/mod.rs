@@ -6,6 +6,7 @@
 
 mod basebackup;
 pub mod models;
+mod size;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,7 @@ pub fn routes(state: ApiState) -> OpenApiRouter {
         .routes(routes!(timeline_slru_segment))
         .routes(routes!(timeline_relations))
         .routes(routes!(basebackup::timeline_basebackup))
+        .routes(routes!(size::tenant_synthetic_size))
         .with_state(state)
 }
 

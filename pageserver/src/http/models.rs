@@ -307,3 +307,33 @@ pub struct RelationList {
     /// Relation forks.
     pub relations: Vec<RelEntry>,
 }
+
+/// `GET /v1/tenant/{tenant_id}/synthetic_size`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSizeQuery {
+    /// Gather the inputs (logical sizes included) without calculating.
+    pub inputs_only: Option<bool>,
+    /// Calculate as if the PITR interval were this, when shorter than the tenant's (`0s`,
+    /// `10m`, `1h`, `7days`).
+    pub retention_period: Option<String>,
+}
+
+/// The synthetic size and everything it follows from (`tenant::size::SyntheticSize`):
+/// `{id, size, segment_sizes: [{method, accum_size}], inputs: {model, points, timelines}}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SyntheticSizeBody {
+    /// The tenant.
+    #[schema(value_type = HexId)]
+    pub id: TenantId,
+    /// Bytes (absent with `inputs_only=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Per segment of the model: `{method: "Wal"|"SnapshotHere"|"Skipped", accum_size}`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment_sizes: Option<serde_json::Value>,
+    /// `{model: {branches, segments}, points: [{timeline_id, kind}], timelines: [...]}`.
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Value,
+}

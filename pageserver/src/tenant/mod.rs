@@ -11,6 +11,7 @@
 //! - Stopping is final: a stopped tenant object never serves again.
 
 pub mod create;
+pub mod size;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

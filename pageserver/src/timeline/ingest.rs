@@ -525,6 +525,9 @@ impl WalIngest {
                 }
             },
             RmgrRecord::Xact(XactRecord::Completion(c)) => {
+                if c.kind.is_commit() {
+                    self.tl.commit_times.note(c.xact_time, end);
+                }
                 for r in &c.dropped_rels {
                     for fork in 0..=MAX_FORKNUM {
                         let t = rel(r, fork);

@@ -17,6 +17,7 @@
 //!   first, then the open one;
 //! - a branch's own values are all above its `ancestor_lsn`.
 
+pub mod commit_times;
 pub mod flush;
 pub mod ingest;
 pub mod load;
@@ -47,6 +48,9 @@ use crate::page_cache::{PageCache, next_id};
 use crate::walingest::Value;
 use crate::walredo::WalRedoManager;
 use metadata::TimelineMetadata;
+
+/// Logical sizes cached per timeline; the cache is cleared when it reaches this many.
+pub const LOGICAL_SIZE_CACHE_ENTRIES: usize = 1024;
 
 /// A timeline's lifecycle state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -158,6 +162,11 @@ pub struct Timeline {
     /// Cancelled when the timeline stops: ends its tasks.
     pub cancel: CancellationToken,
     pub(crate) rel_sizes: read::RelSizeCache,
+    /// Commit time → LSN samples, for retention by time.
+    pub commit_times: commit_times::CommitTimes,
+    /// Logical sizes already computed, by LSN (history at or below last_record_lsn never
+    /// changes, so an entry never goes stale); bounded by [`LOGICAL_SIZE_CACHE_ENTRIES`].
+    pub(crate) logical_sizes: Mutex<std::collections::HashMap<Lsn, u64>>,
     /// Serializes freezes, and ingest batches against them.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
 }
@@ -236,6 +245,8 @@ impl Timeline {
             flush_requested: Notify::new(),
             cancel: CancellationToken::new(),
             rel_sizes: read::RelSizeCache::default(),
+            commit_times: commit_times::CommitTimes::default(),
+            logical_sizes: Mutex::new(std::collections::HashMap::new()),
             write_lock: tokio::sync::Mutex::new(()),
         })
     }

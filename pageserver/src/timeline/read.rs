@@ -443,6 +443,25 @@ impl Timeline {
             .sum())
     }
 
+    /// [`Timeline::logical_size`] through the per-timeline cache (the size model asks for the
+    /// same points again at every calculation).
+    pub fn logical_size_cached(&self, lsn: Lsn) -> Result<u64, ReadError> {
+        if let Some(size) = self.logical_sizes.lock().get(&lsn) {
+            return Ok(*size);
+        }
+        let size = self.logical_size(lsn)?;
+        if lsn > self.last_record_lsn() {
+            // Above the last record the answer may still change: do not keep it.
+            return Ok(size);
+        }
+        let mut cache = self.logical_sizes.lock();
+        if cache.len() >= super::LOGICAL_SIZE_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(lsn, size);
+        Ok(size)
+    }
+
     /// The pages in an SLRU segment at `lsn`; `None` when the segment does not exist.
     pub async fn get_slru_segment_size(
         &self,
