@@ -20,7 +20,7 @@ pub struct SizeArgs {
     /// The tenant (default: the default tenant).
     #[arg(long)]
     pub tenant_id: Option<TenantId>,
-    /// Calculate as if the PITR interval were this, when shorter (`0s`, `10m`, `1h`).
+    /// Calculate as if the PITR interval were this, when shorter (`0s`, `10m`, `1h`, `7d`).
     #[arg(long)]
     pub retention_period: Option<String>,
     /// Also write the HTML page (picture and inputs) to this file.

@@ -444,6 +444,10 @@ pub struct PageserverConfig {
     /// How long a read above the last ingested LSN waits.
     #[serde(with = "humantime_serde")]
     pub wait_lsn_timeout: Duration,
+    /// The longest `timeout` a `GET …/wait_lsn` may ask for (longer ones are cut to this):
+    /// a long poll must not hold a connection for as long as any client likes.
+    #[serde(with = "humantime_serde")]
+    pub wait_lsn_max_timeout: Duration,
     /// How often every tenant's synthetic size is recalculated for
     /// `pageserver_tenant_synthetic_size_bytes` (`0s`: never).
     #[serde(with = "humantime_serde")]
@@ -470,6 +474,7 @@ impl Default for PageserverConfig {
             safekeeper_auth_token_path: None,
             page_cache_size: 8192,
             wait_lsn_timeout: Duration::from_secs(300),
+            wait_lsn_max_timeout: Duration::from_secs(600),
             synthetic_size_calculation_interval: Duration::from_secs(600),
             walredo_processes: 2,
             no_sync: false,

@@ -194,6 +194,7 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
         ps_http::routes(ApiState {
             tenants: tenants.clone(),
             wait_lsn_timeout: conf.wait_lsn_timeout,
+            wait_lsn_max_timeout: conf.wait_lsn_max_timeout,
         }),
         HttpOptions {
             status: StatusInfo {

@@ -1118,14 +1118,27 @@ def test_pageserver_openapi_schemathesis(pageserver_factory: PageserverFactory, 
     """The generated OpenAPI document has every route, and `schemathesis run --checks all`
     against a live pageserver finds no failure and no server error."""
     # Generated LSNs are mostly in the future: a short wait keeps each such request (wait_lsn
-    # without `timeout`, basebackup) from holding the run for the default 30 s.
-    pageserver = pageserver_factory.create(1, config={"wait_lsn_timeout": "2s"}).start()
+    # without `timeout`, basebackup) from holding the run for the default 30 s, and a short
+    # cap keeps a generated `timeout=99999m` from holding it past the client's own timeout.
+    pageserver = pageserver_factory.create(
+        1, config={"wait_lsn_timeout": "2s", "wait_lsn_max_timeout": "5s"}
+    ).start()
     http = pageserver.http
     paths = http.openapi()["paths"]
     missing = [p for p in CONTRACT_PATHS if p not in paths]
     assert not missing, f"not in /v1/openapi.json: {missing}"
     # Something for the generated requests to find.
     bootstrap(http)
+    # A wait longer than wait_lsn_max_timeout is cut to it (409 after ~5 s, not an hour).
+    tenant = http.tenant_list()[0]["id"]
+    timeline = http.timeline_list(tenant)[0]["timeline_id"]
+    started = time.monotonic()
+    r = requests.get(
+        f"{http.base}/v1/tenant/{tenant}/timeline/{timeline}/wait_lsn",
+        params={"lsn": "FFFF/0", "timeout": "60m"},
+        timeout=60,
+    )
+    assert r.status_code == 409 and time.monotonic() - started < 30, (r.status_code, r.text)
     schemathesis = find_schemathesis()
     seed = random.randrange(1 << 31)
     report_dir = test_dir.subdir("schemathesis")
@@ -1160,17 +1173,27 @@ def test_pageserver_openapi_schemathesis(pageserver_factory: PageserverFactory, 
         "/v1/failpoints",
     ]
     started = time.monotonic()
-    result = subprocess.run(
-        argv,
-        cwd=report_dir,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    (test_dir.path / "schemathesis.log").write_text(f"{argv}\n{output}")
+    # The output goes to the log as it comes, so that a run that times out still shows what
+    # it was doing.
+    log_path = test_dir.path / "schemathesis.log"
+    with open(log_path, "w") as log:
+        log.write(f"{argv}\n")
+        log.flush()
+        try:
+            result = subprocess.run(
+                argv,
+                cwd=report_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=240,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"schemathesis (seed {seed}) did not finish in 240 s; see {log_path}"
+            ) from None
+    output = log_path.read_text(errors="replace")
     elapsed = time.monotonic() - started
     print(f"schemathesis (seed {seed}): exit {result.returncode} after {elapsed:.0f}s")
     assert result.returncode == 0, f"schemathesis found problems:\n{output[-8000:]}"

@@ -44,6 +44,8 @@ pub struct ApiState {
     pub tenants: Arc<TenantManager>,
     /// The default wait for `wait_lsn`.
     pub wait_lsn_timeout: Duration,
+    /// The longest `timeout` a `wait_lsn` call may ask for.
+    pub wait_lsn_max_timeout: Duration,
 }
 
 impl From<ManagerError> for ApiError {
@@ -484,7 +486,8 @@ async fn timeline_wait_lsn(
         Some(t) => humantime::parse_duration(&t)
             .map_err(|e| ApiError::BadRequest(format!("timeout: {t:?}: {e}")))?,
         None => st.wait_lsn_timeout,
-    };
+    }
+    .min(st.wait_lsn_max_timeout);
     tl.wait_lsn(q.lsn, timeout).await.map_err(read_error)?;
     Ok(Json(timeline_info(&tl)))
 }

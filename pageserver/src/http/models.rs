@@ -267,7 +267,8 @@ pub struct WaitLsnQuery {
     /// Wait until the last record LSN reaches this.
     #[param(value_type = String, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")]
     pub lsn: Lsn,
-    /// How long to wait (`10s`, `2m`; default: the configured wait_lsn_timeout).
+    /// How long to wait (`10s`, `2m`; default: the configured wait_lsn_timeout; at most the
+    /// configured wait_lsn_max_timeout).
     #[param(pattern = "^[0-9]+(ms|s|m)$")]
     pub timeout: Option<String>,
 }
@@ -315,7 +316,8 @@ pub struct SyntheticSizeQuery {
     /// Gather the inputs (logical sizes included) without calculating.
     pub inputs_only: Option<bool>,
     /// Calculate as if the PITR interval were this, when shorter than the tenant's (`0s`,
-    /// `10m`, `1h`, `7days`).
+    /// `10m`, `1h`, `7d`: a number and one unit of ms, s, m, h, d).
+    #[param(pattern = "^[0-9]{1,9}(ms|s|m|h|d)$")]
     pub retention_period: Option<String>,
 }
 
