@@ -104,35 +104,6 @@ fn parse_period(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(n * seconds))
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::parse_period;
-
-    #[test]
-    fn retention_periods_follow_the_documented_pattern() {
-        assert_eq!(parse_period("0s"), Ok(Duration::ZERO));
-        assert_eq!(parse_period("10m"), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_period("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_period("250ms"), Ok(Duration::from_millis(250)));
-        for bad in [
-            "",
-            "0",
-            "h",
-            "1 h",
-            "1h30m",
-            "1234567890s",
-            "-1s",
-            "1w",
-            "soon",
-        ] {
-            let error = parse_period(bad).unwrap_err();
-            assert!(error.contains("retention_period"), "{bad}: {error}");
-        }
-    }
-}
-
 /// The page: the picture, then one table row per segment.
 fn html_page(size: &SyntheticSize) -> String {
     let model = &size.inputs.model;
@@ -178,4 +149,33 @@ fn html_page(size: &SyntheticSize) -> String {
     page.push_str(&timelines.replace('&', "&amp;").replace('<', "&lt;"));
     page.push_str("</pre>\n</body></html>\n");
     page
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::parse_period;
+
+    #[test]
+    fn retention_periods_follow_the_documented_pattern() {
+        assert_eq!(parse_period("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_period("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_period("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_period("250ms"), Ok(Duration::from_millis(250)));
+        for bad in [
+            "",
+            "0",
+            "h",
+            "1 h",
+            "1h30m",
+            "1234567890s",
+            "-1s",
+            "1w",
+            "soon",
+        ] {
+            let error = parse_period(bad).unwrap_err();
+            assert!(error.contains("retention_period"), "{bad}: {error}");
+        }
+    }
 }
