@@ -19,9 +19,7 @@ import contextlib
 import os
 import random
 import re
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -65,6 +63,7 @@ from fixtures.pg_pages import describe_heap_difference, heap_mask, page_lsn
 from fixtures.pgbench import pgbench_argv, pgbench_env, run_pgbench
 from fixtures.postgres import VanillaPostgres
 from fixtures.safekeeper import int_to_lsn, lsn_to_int, random_id
+from fixtures.schemathesis import run_schemathesis
 from fixtures.utils import pick, wait_until
 from fixtures.workdir import TestDir
 
@@ -1098,21 +1097,6 @@ CONTRACT_PATHS = [
 ]
 
 
-def find_schemathesis() -> Path:
-    """The `schemathesis` command of the test environment (requirements.txt pins it)."""
-    beside = Path(sys.executable).parent / "schemathesis"
-    if beside.exists():
-        return beside
-    found = shutil.which("schemathesis")
-    if found is None:
-        pytest.fail(
-            "schemathesis is not installed: scripts/setup installs it from "
-            "test_runner/requirements.txt (to leave this test out: -m 'not openapi_fuzz')",
-            pytrace=False,
-        )
-    return Path(found)
-
-
 @pytest.mark.openapi_fuzz
 def test_pageserver_openapi_schemathesis(pageserver_factory: PageserverFactory, test_dir: TestDir):
     """The generated OpenAPI document has every route, and `schemathesis run --checks all`
@@ -1139,61 +1123,5 @@ def test_pageserver_openapi_schemathesis(pageserver_factory: PageserverFactory, 
         timeout=60,
     )
     assert r.status_code == 409 and time.monotonic() - started < 30, (r.status_code, r.text)
-    schemathesis = find_schemathesis()
-    seed = random.randrange(1 << 31)
-    report_dir = test_dir.subdir("schemathesis")
-    argv = [
-        str(schemathesis),
-        "run",
-        f"{http.base}/v1/openapi.json",
-        "--url",
-        http.base,
-        "--checks",
-        "all",
-        "--max-examples",
-        str(pick(20, 200)),
-        "--workers",
-        "1",
-        "--seed",
-        str(seed),
-        "--request-timeout",
-        "120",
-        # wait_lsn is a long poll: without `timeout` it waits the configured 2 s.
-        "--max-response-time",
-        "60",
-        "--generation-database",
-        "none",
-        "--no-color",
-        "--report",
-        "junit",
-        "--report-dir",
-        str(report_dir),
-        # Failpoints are a testing hook whose action grammar no schema can state.
-        "--exclude-path",
-        "/v1/failpoints",
-    ]
-    started = time.monotonic()
-    # The output goes to the log as it comes, so that a run that times out still shows what
-    # it was doing.
-    log_path = test_dir.path / "schemathesis.log"
-    with open(log_path, "w") as log:
-        log.write(f"{argv}\n")
-        log.flush()
-        try:
-            result = subprocess.run(
-                argv,
-                cwd=report_dir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=240,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"schemathesis (seed {seed}) did not finish in 240 s; see {log_path}"
-            ) from None
-    output = log_path.read_text(errors="replace")
-    elapsed = time.monotonic() - started
-    print(f"schemathesis (seed {seed}): exit {result.returncode} after {elapsed:.0f}s")
-    assert result.returncode == 0, f"schemathesis found problems:\n{output[-8000:]}"
+    # Failpoints are a testing hook whose action grammar no schema can state.
+    run_schemathesis(http.base, test_dir, exclude_paths=["/v1/failpoints"])
