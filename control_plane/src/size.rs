@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde_json::Value;
-use utils::TenantId;
+use tenant_size_model::human_bytes as human;
+use utils::{Lsn, TenantId};
 
 use crate::branches::{Branches, pageserver_api};
 use crate::repo::Repo;
@@ -98,28 +99,14 @@ fn describe(size: &Value, names: &BTreeMap<String, String>) -> String {
                 p["timeline_id"].as_str().unwrap_or("?")
             )),
             point.and_then(|p| p["kind"].as_str()).unwrap_or("?"),
-            format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff),
-            segment["size"].as_u64().map_or("-".into(), human),
+            Lsn(lsn).to_string(),
+            segment["size"].as_u64().map_or_else(|| "-".into(), human),
             segment["needed"].as_bool().unwrap_or(false),
             choice.and_then(|c| c["method"].as_str()).unwrap_or("?"),
             choice.and_then(|c| c["accum_size"].as_u64()).unwrap_or(0),
         ));
     }
     out
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(test)]

@@ -87,11 +87,7 @@ impl ModelBuilder {
         lsn: u64,
         size: Option<u64>,
     ) -> Result<usize, ModelError> {
-        // Every branch has its first point from the moment it exists.
-        let last = *self
-            .branch_points(branch)?
-            .last()
-            .ok_or(ModelError::Internal("a branch without points"))?;
+        let last = self.last_point(branch)?;
         let last_lsn = self.model.segments[last].lsn;
         let name = &self.model.branches[branch.0].name;
         if lsn < last_lsn {
@@ -146,10 +142,7 @@ impl ModelBuilder {
         lsn: u64,
         size: Option<u64>,
     ) -> Result<usize, ModelError> {
-        let last = *self
-            .branch_points(branch)?
-            .last()
-            .ok_or(ModelError::Internal("a branch without points"))?;
+        let last = self.last_point(branch)?;
         let segment = if self.model.segments[last].lsn == lsn && !self.ended[branch.0] {
             self.push_segment(branch, Some(last), lsn, size)
         } else {
@@ -201,6 +194,14 @@ impl ModelBuilder {
         let index = self.model.segments.len() - 1;
         self.points[branch.0].push(index);
         index
+    }
+
+    /// The branch's newest point (every branch has its first point from the moment it exists).
+    fn last_point(&self, branch: BranchId) -> Result<usize, ModelError> {
+        self.branch_points(branch)?
+            .last()
+            .copied()
+            .ok_or(ModelError::Internal("a branch without points"))
     }
 
     fn branch_points(&self, branch: BranchId) -> Result<&[usize], ModelError> {

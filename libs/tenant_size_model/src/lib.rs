@@ -23,7 +23,7 @@ mod svg;
 pub use builder::{BranchId, ModelBuilder};
 pub use calculation::{Method, SegmentSize, SizeResult, calculate};
 pub use model::{Branch, Segment, StorageModel};
-pub use svg::{picture_size, render_svg};
+pub use svg::{human_bytes, picture_size, render_svg};
 
 /// Why a model was refused: every variant names what is wrong, so a caller can say it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -149,21 +149,9 @@ pub fn render_svg(model: &StorageModel, result: &SizeResult) -> String {
         let (px, py) = (x(segment.lsn), lane_y(segment.branch));
         let chosen = method(index);
         if chosen == Method::SnapshotHere {
-            document = document.add(
-                Circle::new()
-                    .set("cx", format!("{px:.1}"))
-                    .set("cy", format!("{py:.1}"))
-                    .set("r", 9)
-                    .set("fill", "#e74c3c"),
-            );
+            document = document.add(circle(px, py, 9, "#e74c3c"));
         }
-        document = document.add(
-            Circle::new()
-                .set("cx", format!("{px:.1}"))
-                .set("cy", format!("{py:.1}"))
-                .set("r", 3)
-                .set("fill", "#222222"),
-        );
+        document = document.add(circle(px, py, 3, "#222222"));
         let lane = segment.branch;
         stagger[lane] = px - last_label_x[lane] < 80.0 && !stagger[lane];
         last_label_x[lane] = px;
@@ -201,13 +189,7 @@ pub fn render_svg(model: &StorageModel, result: &SizeResult) -> String {
     document = document
         .add(line(LEFT, legend_y, LEFT + 30.0, legend_y, "#2e86c1", 6.0))
         .add(text(LEFT + 36.0, legend_y + 4.0, "WAL kept", 11, "start"))
-        .add(
-            Circle::new()
-                .set("cx", LEFT + 140.0)
-                .set("cy", legend_y)
-                .set("r", 7)
-                .set("fill", "#e74c3c"),
-        )
+        .add(circle(LEFT + 140.0, legend_y, 7, "#e74c3c"))
         .add(text(
             LEFT + 152.0,
             legend_y + 4.0,
@@ -259,7 +241,7 @@ pub(crate) fn format_lsn(lsn: u64) -> String {
 }
 
 /// Bytes with a binary unit, one decimal (`350 B`, `1.5 MiB`).
-pub(crate) fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -287,6 +269,14 @@ fn line(x1: f64, y1: f64, x2: f64, y2: f64, colour: &str, width: f64) -> Line {
         .set("stroke", colour)
         .set("stroke-width", width)
         .set("stroke-linecap", "round")
+}
+
+fn circle(cx: f64, cy: f64, r: u32, fill: &str) -> Circle {
+    Circle::new()
+        .set("cx", format!("{cx:.1}"))
+        .set("cy", format!("{cy:.1}"))
+        .set("r", r)
+        .set("fill", fill)
 }
 
 fn text(x: f64, y: f64, content: &str, size: u32, anchor: &str) -> Text {
