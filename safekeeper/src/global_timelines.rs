@@ -110,6 +110,12 @@ pub fn initial_state(
             server.wal_seg_size
         )));
     }
+    if postgres_ffi::PgMajorVersion::from_number(server.pg_version / 10000).is_none() {
+        return Err(invalid(format!(
+            "pg_version {} is not a supported PostgreSQL version (15)",
+            server.pg_version
+        )));
+    }
     let mut s = TimelinePersistentState::new(ttid, mconf, server, SystemTime::now());
     if start_lsn.is_valid() {
         if !is_possible_start_lsn(start_lsn, u64::from(server.wal_seg_size)) {
@@ -409,6 +415,68 @@ mod tests {
         bad.wal_seg_size = 12345;
         let e = initial_state(ttid, Configuration::empty(), bad, start).unwrap_err();
         assert!(e.to_string().contains("wal_seg_size 12345"), "{e}");
+        let mut old = server();
+        old.pg_version = 140010;
+        let e = initial_state(ttid, Configuration::empty(), old, start).unwrap_err();
+        assert!(e.to_string().contains("pg_version 140010"), "{e}");
+    }
+
+    /// The creation schema's `start_lsn` pattern admits only LSNs the server accepts for
+    /// every segment size, and refuses exactly the ones inside some page header: checked
+    /// on every aligned position of the first 4 MiB (every spelling) and on random ones.
+    #[test]
+    fn start_lsn_pattern_is_the_servers_rule() {
+        let pattern = regex::Regex::new(&safekeeper_api::models::start_lsn_pattern()).unwrap();
+        let seg_sizes: Vec<u64> = safekeeper_api::models::wal_seg_sizes()
+            .map(u64::from)
+            .collect();
+        let conservative = |v: u64| {
+            let page_offset = v % 8192;
+            v.is_multiple_of(8)
+                && (page_offset == 0 || page_offset >= 24)
+                && !matches!(v % (1 << 20), 0x18 | 0x20)
+        };
+        let check = |v: u64, text: &str| {
+            let admitted = pattern.is_match(text);
+            assert_eq!(admitted, conservative(v), "{text}");
+            if admitted && v != 0 {
+                let lsn = Lsn((1 << 32) | v);
+                for &seg in &seg_sizes {
+                    assert!(is_possible_start_lsn(lsn, seg), "{text} with {seg}");
+                }
+            }
+        };
+        // Every aligned position of the first 2 MiB (two 1 MiB boundaries, both header
+        // kinds), short and zero-padded.
+        for v in (0..2u64 << 20).step_by(8) {
+            check(v, &format!("1/{v:x}"));
+            check(v, &format!("1/{v:08X}"));
+        }
+        // Random positions, unaligned included, in every spelling.
+        let mut rng = rand::rng();
+        for _ in 0..5_000 {
+            let v = u64::from(rand::Rng::random::<u32>(&mut rng) & !3);
+            for width in 1..=8 {
+                let text = format!("1/{v:0width$x}");
+                if text.len() <= 10 {
+                    check(v, &text);
+                    check(v, &text.to_uppercase());
+                }
+            }
+        }
+        for bad in [
+            "",
+            "0",
+            "0/",
+            "/0",
+            "0/7",
+            "123456789/0",
+            "0/123456789",
+            "0/8",
+            "0/x",
+        ] {
+            assert!(!pattern.is_match(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use safekeeper_api::models::{
 };
 use serde::{Deserialize, Serialize};
 use utils::auth::Scope;
-use utils::http::{ApiError, AuthContext, ErrorBody, Json, Path};
+use utils::http::{ApiError, AuthContext, ErrorBody, Json, JsonObject, Path};
 use utils::{NodeId, TenantId, TenantTimelineId, TimelineId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -159,13 +159,15 @@ pub fn routes(state: ApiState) -> OpenApiRouter {
     request_body = TimelineCreateRequest,
     responses(
         (status = 201, description = "Created", body = TimelineStatus),
-        (status = 400, description = "Invalid request", body = ErrorBody),
-        (status = 409, description = "Already exists", body = ErrorBody),
+        (status = 400, description = "Malformed body, or values no timeline can have", body = ErrorBody),
+        (status = 401, description = "No token, or one that does not verify (auth on)", body = ErrorBody),
+        (status = 403, description = "The token may not do this (auth on)", body = ErrorBody),
+        (status = 409, description = "Already exists (or exists broken)", body = ErrorBody),
     ))]
 async fn timeline_create(
     State(st): State<ApiState>,
     auth: AuthContext,
-    Json(req): Json<TimelineCreateRequest>,
+    JsonObject(req): JsonObject<TimelineCreateRequest>,
 ) -> Result<(StatusCode, Json<TimelineStatus>), ApiError> {
     auth.check(TENANT_SCOPES, Some(req.tenant_id))?;
     let ttid = TenantTimelineId::new(req.tenant_id, req.timeline_id);
@@ -185,7 +187,11 @@ async fn timeline_create(
 
 /// Lists the served and the broken timelines.
 #[utoipa::path(get, path = "/v1/tenant/timeline", tag = "timeline",
-    responses((status = 200, description = "The timelines", body = TimelineList)))]
+    responses(
+        (status = 200, description = "The timelines", body = TimelineList),
+        (status = 401, description = "No token, or one that does not verify (auth on)", body = ErrorBody),
+        (status = 403, description = "The token may not do this (auth on)", body = ErrorBody),
+    ))]
 async fn timeline_list(
     State(st): State<ApiState>,
     auth: AuthContext,
@@ -220,9 +226,12 @@ fn broken_list(timelines: &GlobalTimelines) -> Vec<BrokenTimeline> {
 /// A timeline's consensus state, WAL positions and connections. A timeline that failed to
 /// load answers 409 with its load error.
 #[utoipa::path(get, path = "/v1/tenant/{tenant_id}/timeline/{timeline_id}", tag = "timeline",
-    params(("tenant_id" = String, Path), ("timeline_id" = String, Path)),
+    params(("tenant_id" = TenantId, Path), ("timeline_id" = TimelineId, Path)),
     responses(
         (status = 200, description = "The status", body = TimelineStatus),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "No token, or one that does not verify (auth on)", body = ErrorBody),
+        (status = 403, description = "The token may not do this (auth on)", body = ErrorBody),
         (status = 404, description = "No such timeline", body = ErrorBody),
         (status = 409, description = "The timeline is broken", body = ErrorBody),
     ))]
@@ -242,8 +251,14 @@ async fn timeline_status(
 /// Deletes a timeline (served or broken): its connections end and its directory is
 /// removed. Deleting a timeline that does not exist succeeds with `existed: false`.
 #[utoipa::path(delete, path = "/v1/tenant/{tenant_id}/timeline/{timeline_id}", tag = "timeline",
-    params(("tenant_id" = String, Path), ("timeline_id" = String, Path)),
-    responses((status = 200, description = "Deleted", body = TimelineDeleteResponse)))]
+    params(("tenant_id" = TenantId, Path), ("timeline_id" = TimelineId, Path)),
+    responses(
+        (status = 200, description = "Deleted, or there was nothing to delete", body = TimelineDeleteResponse),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "No token, or one that does not verify (auth on)", body = ErrorBody),
+        (status = 403, description = "The token may not do this (auth on)", body = ErrorBody),
+        (status = 500, description = "Removing its files failed; the timeline is broken until deleted again", body = ErrorBody),
+    ))]
 async fn timeline_delete(
     State(st): State<ApiState>,
     auth: AuthContext,
@@ -257,8 +272,14 @@ async fn timeline_delete(
 
 /// Deletes every timeline of a tenant.
 #[utoipa::path(delete, path = "/v1/tenant/{tenant_id}", tag = "timeline",
-    params(("tenant_id" = String, Path)),
-    responses((status = 200, description = "Deleted", body = TenantDeleteResponse)))]
+    params(("tenant_id" = TenantId, Path)),
+    responses(
+        (status = 200, description = "Deleted (possibly none)", body = TenantDeleteResponse),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "No token, or one that does not verify (auth on)", body = ErrorBody),
+        (status = 403, description = "The token may not do this (auth on)", body = ErrorBody),
+        (status = 500, description = "Removing some timeline's files failed", body = ErrorBody),
+    ))]
 async fn tenant_delete(
     State(st): State<ApiState>,
     auth: AuthContext,
@@ -273,8 +294,16 @@ async fn tenant_delete(
 
 /// Persists the timeline's in-memory positions to its control file now.
 #[utoipa::path(post, path = "/v1/tenant/{tenant_id}/timeline/{timeline_id}/checkpoint", tag = "timeline",
-    params(("tenant_id" = String, Path), ("timeline_id" = String, Path)),
-    responses((status = 200, description = "Persisted; the status after", body = TimelineStatus)))]
+    params(("tenant_id" = TenantId, Path), ("timeline_id" = TimelineId, Path)),
+    responses(
+        (status = 200, description = "Persisted; the status after", body = TimelineStatus),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 401, description = "No token, or one that does not verify (auth on)", body = ErrorBody),
+        (status = 403, description = "The token may not do this (auth on)", body = ErrorBody),
+        (status = 404, description = "No such timeline", body = ErrorBody),
+        (status = 409, description = "The timeline is broken", body = ErrorBody),
+        (status = 500, description = "Writing the control file failed", body = ErrorBody),
+    ))]
 async fn timeline_checkpoint(
     State(st): State<ApiState>,
     auth: AuthContext,
@@ -297,14 +326,22 @@ async fn timeline_checkpoint(
 /// Raises the timeline's term (durably) to `term`, or by one: the current proposer is
 /// deposed and must be elected again.
 #[utoipa::path(post, path = "/v1/tenant/{tenant_id}/timeline/{timeline_id}/term_bump", tag = "timeline",
-    params(("tenant_id" = String, Path), ("timeline_id" = String, Path)),
+    params(("tenant_id" = TenantId, Path), ("timeline_id" = TimelineId, Path)),
     request_body = TermBumpRequest,
-    responses((status = 200, description = "The terms before and after", body = TermBumpResponse)))]
+    responses(
+        (status = 200, description = "The terms before and after", body = TermBumpResponse),
+        (status = 400, description = "Malformed id or body", body = ErrorBody),
+        (status = 401, description = "No token, or one that does not verify (auth on)", body = ErrorBody),
+        (status = 403, description = "The token may not do this (auth on)", body = ErrorBody),
+        (status = 404, description = "No such timeline", body = ErrorBody),
+        (status = 409, description = "The timeline is broken", body = ErrorBody),
+        (status = 500, description = "Persisting the term failed", body = ErrorBody),
+    ))]
 async fn timeline_term_bump(
     State(st): State<ApiState>,
     auth: AuthContext,
     Path((tenant_id, timeline_id)): Path<(TenantId, TimelineId)>,
-    Json(req): Json<TermBumpRequest>,
+    JsonObject(req): JsonObject<TermBumpRequest>,
 ) -> Result<Json<TermBumpResponse>, ApiError> {
     auth.check(TENANT_SCOPES, Some(tenant_id))?;
     let tl = st
@@ -324,7 +361,11 @@ async fn timeline_term_bump(
 
 /// Every timeline's status and the broken timelines.
 #[utoipa::path(get, path = "/v1/debug_dump", tag = "debug",
-    responses((status = 200, description = "The dump", body = DebugDump)))]
+    responses(
+        (status = 200, description = "The dump", body = DebugDump),
+        (status = 401, description = "No token, or one that does not verify (auth on)", body = ErrorBody),
+        (status = 403, description = "The token may not do this (auth on)", body = ErrorBody),
+    ))]
 async fn debug_dump(
     State(st): State<ApiState>,
     auth: AuthContext,

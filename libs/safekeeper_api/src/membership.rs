@@ -61,12 +61,7 @@ impl fmt::Display for Generation {
 
 impl utoipa::PartialSchema for Generation {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::Integer)
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Int32,
-            )))
-            .minimum(Some(0))
+        utils::schema::unsigned(u64::from(u32::MAX))
             .description(Some(
                 "membership generation; 0 = no membership configuration",
             ))
@@ -84,6 +79,7 @@ pub struct Member {
     /// Host name or address of its libpq (WAL service) port.
     pub host: String,
     /// Its libpq port.
+    #[schema(schema_with = utils::schema::u16_schema)]
     pub pg_port: u16,
 }
 

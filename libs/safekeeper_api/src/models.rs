@@ -34,20 +34,86 @@ pub struct TimelineCreateRequest {
     pub tenant_id: TenantId,
     /// The timeline.
     pub timeline_id: TimelineId,
-    /// `PG_VERSION_NUM` of the compute, e.g. 150007.
+    /// `PG_VERSION_NUM` of the compute, e.g. 150007; only PostgreSQL 15 is supported.
+    #[schema(minimum = 150000, maximum = 159999)]
     pub pg_version: u32,
     /// The cluster's system identifier; 0 (the default) = learn it from the first greeting.
     #[serde(default)]
+    #[schema(schema_with = utils::schema::u64_schema)]
     pub system_id: u64,
-    /// WAL segment size; defaults to 16 MiB.
+    /// WAL segment size: a power of two from 1 MiB to 1 GiB; defaults to 16 MiB.
     #[serde(default = "default_wal_seg_size")]
+    #[schema(schema_with = wal_seg_size_schema, default = 16777216)]
     pub wal_seg_size: u32,
-    /// Where the timeline's WAL starts; its history starts as `[(0, start_lsn)]`.
+    /// Where the timeline's WAL starts; its history starts as `[(0, start_lsn)]`. `0/0`
+    /// leaves the start to the first elected proposer.
+    #[schema(schema_with = start_lsn_schema)]
     pub start_lsn: Lsn,
     /// The membership configuration to create it with; absent = no membership management
     /// (generation 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mconf: Option<Configuration>,
+}
+
+/// The WAL segment sizes PostgreSQL allows (`initdb --wal-segsize`): powers of two from
+/// 1 MiB to 1 GiB.
+pub fn wal_seg_sizes() -> impl Iterator<Item = u32> {
+    (20..=30).map(|bits| 1u32 << bits)
+}
+
+fn wal_seg_size_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+            utoipa::openapi::KnownFormat::Int64,
+        )))
+        .description(Some("WAL segment size in bytes"))
+        .enum_values(Some(wal_seg_sizes()))
+        .build()
+}
+
+/// The OpenAPI pattern of a creation request's `start_lsn`: an `X/Y` LSN where a WAL
+/// record could start whatever the segment size, i.e. 8-byte aligned and not inside a page
+/// header (offsets 8 and 16 of any page; 24 and 32 of a page at a 1 MiB boundary, which is
+/// a segment's first page, with its long header, when the segment starts there).
+///
+/// The server's own check (`is_possible_start_lsn`) knows the segment size, so it also
+/// accepts offsets 24 and 32 of a 1 MiB-boundary page that does not start a segment; the
+/// pattern cannot see the sibling field and leaves those out: every LSN it admits is
+/// accepted. Regular expressions see hex digits, not bits, hence the case analysis:
+/// the last three digits hold the page offset's low 12 bits and the fourth-last digit's
+/// parity its 13th; the last five digits hold the offset within 1 MiB.
+pub fn start_lsn_pattern() -> String {
+    const HEX: &str = "[0-9a-fA-F]";
+    const NONZERO: &str = "[1-9a-fA-F]";
+    const ODD: &str = "[13579bdfBDF]";
+    const ALIGNED: &str = "[08]";
+    // Three last digits, aligned, that are neither a short header's inside (008, 010) nor
+    // a long header's (018, 020): fine whatever comes before.
+    let tail = format!("(?:{NONZERO}{HEX}{ALIGNED}|0[3-9a-fA-F]{ALIGNED}|000|028)");
+    // Five last digits: a fine tail; 008/010 on an odd 4 KiB half (offset 4104+); 018/020
+    // anywhere but the first page of a 1 MiB stretch.
+    let five = format!(
+        "(?:{HEX}{HEX}{tail}|{HEX}{ODD}(?:008|010)|(?:{NONZERO}{HEX}|0{NONZERO})(?:018|020))"
+    );
+    // The low part: five digits or more, or a shorter spelling of the same rules (the
+    // missing leading digits are zeros).
+    let low = format!(
+        "(?:{HEX}{{0,3}}{five}|{HEX}{tail}|{ODD}(?:008|010)|{NONZERO}(?:018|020)|{tail}|[3-9a-fA-F]{ALIGNED}|00|28|0)"
+    );
+    format!("^{HEX}{{1,8}}/{low}$")
+}
+
+fn start_lsn_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .description(Some(
+            "PostgreSQL LSN in X/Y hex form where a WAL record can start: 8-byte aligned, \
+             not inside a page header; 0/0 = decided by the first proposer",
+        ))
+        .pattern(Some(start_lsn_pattern()))
+        .examples([serde_json::json!("0/169C3D8")])
+        .build()
 }
 
 impl TimelineCreateRequest {
@@ -176,6 +242,7 @@ pub struct TimelineStatus {
 pub struct TermBumpRequest {
     /// Raise to at least this term; absent = current term + 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = utils::schema::optional_u64_schema)]
     pub term: Option<Term>,
 }
 

@@ -20,6 +20,10 @@ pub struct IdParseError {
     pub input: String,
 }
 
+/// The OpenAPI pattern of a [`TenantId`] or [`TimelineId`]: what `FromStr` accepts, so a
+/// client generating requests from the schema never sends an id the server must refuse.
+pub const HEX_ID_PATTERN: &str = "^[0-9a-fA-F]{32}$";
+
 macro_rules! hex_id {
     ($(#[$meta:meta])* $name:ident, $kind:literal) => {
         $(#[$meta])*
@@ -88,7 +92,11 @@ macro_rules! hex_id {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
-                    .description(Some(concat!($kind, ": 32 lower-case hex characters")))
+                    .description(Some(concat!(
+                        $kind,
+                        ": 32 hex characters (written lower-case, read in either case)"
+                    )))
+                    .pattern(Some(HEX_ID_PATTERN))
                     .examples([serde_json::json!("3aa8fcc61f6d357410b7de754b1d9001")])
                     .into()
             }
@@ -135,12 +143,8 @@ impl FromStr for NodeId {
 
 impl utoipa::PartialSchema for NodeId {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::Integer)
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::Int64,
-            )))
-            .minimum(Some(0))
+        crate::schema::unsigned(u64::MAX)
+            .description(Some("node id"))
             .into()
     }
 }

@@ -12,6 +12,7 @@ pub mod id;
 pub mod logging;
 pub mod lsn;
 pub mod pid_file;
+pub mod schema;
 pub mod shutdown;
 
 pub use id::{NodeId, TenantId, TenantTimelineId, TimelineId};

@@ -181,11 +181,16 @@ impl<'de> Deserialize<'de> for Lsn {
     }
 }
 
+/// The OpenAPI pattern of an [`Lsn`]: exactly what `FromStr` accepts (two hex halves of
+/// one to eight digits).
+pub const LSN_PATTERN: &str = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$";
+
 impl utoipa::PartialSchema for Lsn {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .description(Some("PostgreSQL LSN in X/Y hex form"))
+            .pattern(Some(LSN_PATTERN))
             .examples([serde_json::json!("0/0169C3D8")])
             .into()
     }

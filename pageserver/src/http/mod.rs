@@ -16,7 +16,7 @@ use axum::response::IntoResponse;
 use http::StatusCode;
 use pageserver_api::reltag::RelTag;
 use utils::auth::Scope;
-use utils::http::{ApiError, AuthContext, ErrorBody, Json, Path, Query};
+use utils::http::{ApiError, AuthContext, ErrorBody, Json, Path, Query, object_body};
 use utils::{Lsn, TenantId, TimelineId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -167,24 +167,6 @@ fn readable(
         TimelineState::Broken(r) => Err(ApiError::Conflict(format!("timeline is broken: {r}"))),
         s => Err(ApiError::Unavailable(format!("timeline is {}", s.name()))),
     }
-}
-
-/// A JSON object body as `T`: anything but an object is refused (serde would otherwise
-/// build a struct from an array), and a field that does not fit is named.
-fn object_body<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
-    if !v.is_object() {
-        return Err(ApiError::BadRequest(
-            "invalid request body: expected a JSON object".into(),
-        ));
-    }
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            ApiError::BadRequest(format!("invalid request body: {}", e.inner()))
-        } else {
-            ApiError::BadRequest(format!("invalid request body: {path}: {}", e.inner()))
-        }
-    })
 }
 
 /// Creates a tenant (no timelines yet).

@@ -137,6 +137,70 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// A JSON object body as `T`: anything but an object is refused (serde would otherwise
+/// build a struct from an array, which no schema allows), a number with a zero fraction
+/// counts as the integer it is (`5.0` is an `integer` in JSON Schema, as clients generated
+/// from the OpenAPI document may send it), and a field that does not fit is named in the 400.
+pub fn object_body<T: serde::de::DeserializeOwned>(
+    mut v: serde_json::Value,
+) -> Result<T, ApiError> {
+    if !v.is_object() {
+        return Err(ApiError::BadRequest(
+            "invalid request body: expected a JSON object".into(),
+        ));
+    }
+    integral_floats_to_integers(&mut v);
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::BadRequest(format!("invalid request body: {}", e.inner()))
+        } else {
+            ApiError::BadRequest(format!("invalid request body: {path}: {}", e.inner()))
+        }
+    })
+}
+
+/// Rewrites every number with a zero fraction that an integer type can hold exactly (below
+/// 2^64 in magnitude) as that integer; other numbers are left alone, so a float field still
+/// gets its float.
+fn integral_floats_to_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64() else { return };
+            if f.fract() != 0.0 {
+                return;
+            }
+            // The casts are exact: `f` is integral and within the target's range.
+            if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                *v = serde_json::Value::from(f as u64);
+            } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                *v = serde_json::Value::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
+}
+
+/// A JSON body that must be an object, parsed by [`object_body`]: the extractor for
+/// request bodies described by a struct schema.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonObject<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonObject<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(v) = Json::<serde_json::Value>::from_request(req, state).await?;
+        Ok(JsonObject(object_body(v)?))
+    }
+}
+
 /// Path parameters; an unparsable one (e.g. a bad tenant id) is a 400 JSON error.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Path<T>(pub T);

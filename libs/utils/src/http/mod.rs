@@ -3,7 +3,7 @@
 pub mod error;
 pub mod server;
 
-pub use error::{ApiError, ErrorBody, Json, Path, Query};
+pub use error::{ApiError, ErrorBody, Json, JsonObject, Path, Query, object_body};
 pub use server::{AuthContext, HttpOptions, StatusInfo, build_router, serve};
 
 #[cfg(test)]

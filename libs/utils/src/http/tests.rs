@@ -356,3 +356,34 @@ async fn no_failpoints_endpoint_without_testing_feature() {
     let (status, _, _) = call(&r, "PUT", "/v1/failpoints", None, "[]").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[test]
+fn object_body_takes_objects_and_integral_floats() {
+    use serde::Deserialize;
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Body {
+        port: u16,
+        ids: Vec<u64>,
+        ratio: f64,
+    }
+    let ok: Body = super::object_body(serde_json::json!({
+        "port": 5454.0, "ids": [1.0, 18446744073709549568.0], "ratio": 2.0
+    }))
+    .unwrap();
+    assert_eq!(
+        ok,
+        Body {
+            port: 5454,
+            ids: vec![1, 18446744073709549568],
+            ratio: 2.0
+        }
+    );
+    let e = super::object_body::<Body>(serde_json::json!([5454, [], 1.0])).unwrap_err();
+    assert!(e.to_string().contains("expected a JSON object"), "{e}");
+    let e = super::object_body::<Body>(serde_json::json!({"port": 1.5, "ids": [], "ratio": 1}))
+        .unwrap_err();
+    assert!(e.to_string().contains("port"), "{e}");
+    let e = super::object_body::<Body>(serde_json::json!({"port": 70000, "ids": [], "ratio": 1}))
+        .unwrap_err();
+    assert!(e.to_string().contains("port"), "{e}");
+}
