@@ -38,7 +38,7 @@ use crate::layers::LayerName;
 use crate::layers::file_format::{LayerFileError, LayerWriter};
 use crate::value;
 use crate::walingest::{SlruKind, Value};
-use crate::walredo::apply_strata::BLCKSZ;
+use postgres_ffi::BLCKSZ;
 
 /// Blocks per relation segment file (1 GiB).
 const RELSEG_BLOCKS: u64 = 131_072;

@@ -28,9 +28,10 @@ use utils::Lsn;
 
 use crate::walrecord::{ClogStatus, MultiXactMember, WalRecord};
 use crate::walredo::apply_strata::{
-    BLCKSZ, CLOG_XACTS_PER_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
+    CLOG_XACTS_PER_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE,
     VM_HEAPBLOCKS_PER_PAGE,
 };
+use postgres_ffi::BLCKSZ;
 
 const RM_XLOG_ID: u8 = 0;
 const XLOG_FPI_FOR_HINT: u8 = 0xA0;

@@ -26,13 +26,14 @@ use std::time::{Duration, Instant};
 use bytes::BufMut;
 use pq_proto::messages::BeMessage;
 use pq_proto::replication::{PrimaryKeepalive, ReplicationFeedback, ReplicationMessage, XLogData};
-use pq_proto::replication_command::StartReplication;
 use pq_proto::{FeMessage, ProtocolError, SqlState};
+use safekeeper_api::PageserverFeedback;
+use safekeeper_api::command::StartReplication;
 use safekeeper_api::models::{WalSenderInfo, WalSenderKind};
-use safekeeper_api::pg_time::now_pg_timestamp;
 use safekeeper_api::proto::HotStandbyFeedback;
 use tracing::{Instrument, debug, info};
 use utils::Lsn;
+use utils::pg_time::now_pg_timestamp;
 
 use crate::shared_timeline::{SharedTimeline, TimelineSnapshot};
 use crate::wal_reader::WalReader;
@@ -44,7 +45,6 @@ pub const MAX_SEND_SIZE: usize = 128 * 1024;
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest client message accepted while streaming.
 const MAX_FEEDBACK_LEN: usize = 64 * 1024;
-use utils::lsn::XLOG_BLCKSZ;
 
 /// Why the client side of a stream ended.
 #[derive(Debug)]
@@ -184,7 +184,7 @@ async fn stream(
                     Some(FeMessage::CopyDone) => return Ok(ClientEnd::CopyDone),
                     Some(FeMessage::CopyData(bytes)) => {
                         let fb = ReplicationFeedback::decode(&bytes)?;
-                        apply_feedback(&feedback_tl, conn_id, fb);
+                        apply_feedback(&feedback_tl, conn_id, fb)?;
                     }
                     Some(other) => {
                         return Err(ProtocolError::Unexpected {
@@ -241,7 +241,13 @@ async fn stream(
     }
 }
 
-fn apply_feedback(tl: &SharedTimeline, conn_id: u64, fb: ReplicationFeedback) {
+/// Folds one feedback message into the timeline; a malformed pageserver-feedback block is
+/// a protocol error (the connection ends).
+fn apply_feedback(
+    tl: &SharedTimeline,
+    conn_id: u64,
+    fb: ReplicationFeedback,
+) -> Result<(), ProtocolError> {
     match fb {
         ReplicationFeedback::StandbyStatus(r) => {
             debug!(write = %r.write_lsn, flush = %r.flush_lsn, apply = %r.apply_lsn, "standby reply");
@@ -264,11 +270,15 @@ fn apply_feedback(tl: &SharedTimeline, conn_id: u64, fb: ReplicationFeedback) {
                 },
             );
         }
-        ReplicationFeedback::Pageserver(fb) => {
+        ReplicationFeedback::Pageserver(block) => {
+            let fb = PageserverFeedback::decode(&block).map_err(|e| {
+                ProtocolError::malformed("PageserverFeedback message", e.to_string())
+            })?;
             debug!(last_received = %fb.last_received_lsn, remote_consistent = %fb.remote_consistent_lsn, "pageserver feedback");
             tl.record_ps_feedback(conn_id, fb);
         }
     }
+    Ok(())
 }
 
 enum SendEnd {
@@ -336,7 +346,7 @@ async fn send_loop(
         if pos < end {
             let mut chunk_end = Lsn(pos.0 + (end.0 - pos.0).min(MAX_SEND_SIZE as u64));
             if chunk_end < end {
-                let aligned = Lsn(chunk_end.0 - chunk_end.0 % XLOG_BLCKSZ);
+                let aligned = chunk_end.page_start();
                 if aligned > pos {
                     chunk_end = aligned;
                 }

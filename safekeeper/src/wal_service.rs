@@ -14,10 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pq_proto::messages::FieldDescription;
-use pq_proto::{
-    FeMessage, Handshake, HandshakeConfig, ProtocolError, ReplicationCommand, ServerConnection,
-    SqlState,
-};
+use pq_proto::{FeMessage, Handshake, HandshakeConfig, ProtocolError, ServerConnection, SqlState};
+use safekeeper_api::ReplicationCommand;
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::sync::CancellationToken;

@@ -120,14 +120,16 @@ async fn pageserver_feedback_lets_old_segments_go() {
         .copied()
         .find(|e| e.0 > 4 * SMALL_SEG + 1000)
         .unwrap();
-    let fb = ReplicationFeedback::Pageserver(PageserverFeedback {
+    let mut block = BytesMut::new();
+    PageserverFeedback {
         last_received_lsn: end,
         disk_consistent_lsn: end,
         remote_consistent_lsn: remote,
         ..PageserverFeedback::empty()
-    });
+    }
+    .encode(&mut block);
     let mut buf = BytesMut::new();
-    fb.encode(&mut buf);
+    ReplicationFeedback::Pageserver(block.freeze()).encode(&mut buf);
     wr.write_copy_data(&buf);
     wr.flush().await.unwrap();
 

@@ -32,7 +32,9 @@
 //! New (all-zero) pages are compared as they are.
 
 /// Bytes in a page. The oracle keeps its own copy rather than `postgres_ffi::BLCKSZ`: it
-/// must not depend on the code it checks (postgres_ffi's tests use the oracle).
+/// must not depend on the code it checks (postgres_ffi's tests use the oracle). Both are
+/// checked against the running server's `block_size` (`page_sizes_are_postgres_own` in
+/// postgres_ffi's oracle tests).
 pub const BLCKSZ: usize = 8192;
 const HEADER: usize = 24;
 const MASK_MARKER: u8 = 0;

@@ -38,14 +38,15 @@ pub mod xlog_record;
 mod reader;
 
 pub use decoder::{WalDecodeError, WalDecodeErrorKind, WalStreamDecoder};
-pub use types::{BlockNumber, BufferTag, ForkNumber, Oid, RelFileNode, TimestampTz, TransactionId};
+pub use types::{BlockNumber, ForkNumber, Oid, RelFileNode, TimestampTz, TransactionId};
 pub use utils::Lsn;
 pub use xlog_record::{BlockImage, BlockRef, DecodedWalRecord, XLogRecordHeader};
 
 /// Relation page size (`BLCKSZ`). Fixed at 8 KiB: Strata supports only default builds.
 pub const BLCKSZ: usize = 8192;
 
-/// WAL page size (`XLOG_BLCKSZ`), 8 KiB in every supported build.
+/// WAL page size (`XLOG_BLCKSZ`), 8 KiB in every supported build: `utils::lsn::XLOG_BLCKSZ`,
+/// whose [`Lsn`] page arithmetic needs it, as a `usize`.
 pub const XLOG_BLCKSZ: usize = utils::lsn::XLOG_BLCKSZ as usize;
 
 /// The default WAL segment size (`wal_segment_size`), 16 MiB. Clusters may be initialized

@@ -3,7 +3,9 @@
 //!
 //! `RelFileNode` (PostgreSQL 16 renamed it `RelFileLocator`; the layout did not change) is three
 //! `u32`s: tablespace, database and relation file number, 12 bytes with no padding. A block is
-//! addressed by a [`BufferTag`]: relation, fork and block number.
+//! addressed by relation, fork and block number: the one type for that is
+//! `pageserver_api::reltag::BufferTag`, which page requests carry (this crate names only
+//! what the formats contain).
 
 use std::fmt;
 
@@ -175,24 +177,6 @@ impl ForkNumber {
 impl fmt::Display for ForkNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// One block of one fork of one relation: what a WAL block reference names and what the
-/// pageserver keys pages by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BufferTag {
-    /// The relation file.
-    pub rel: RelFileNode,
-    /// The fork within it.
-    pub fork: ForkNumber,
-    /// The block number within the fork.
-    pub blkno: BlockNumber,
-}
-
-impl fmt::Display for BufferTag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rel {} fork {} blk {}", self.rel, self.fork, self.blkno)
     }
 }
 

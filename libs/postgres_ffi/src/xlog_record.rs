@@ -40,7 +40,7 @@ use utils::Lsn;
 
 use crate::compression::{ImageCompression, decompress_image};
 use crate::reader::{Reader, ShortInput};
-use crate::types::{BlockNumber, BufferTag, ForkNumber, RelFileNode, RepOriginId, TransactionId};
+use crate::types::{BlockNumber, ForkNumber, RelFileNode, RepOriginId, TransactionId};
 use crate::v15::{
     BKPBLOCK_FORK_MASK, BKPBLOCK_HAS_DATA, BKPBLOCK_HAS_IMAGE, BKPBLOCK_SAME_REL,
     BKPBLOCK_WILL_INIT, BKPIMAGE_APPLY, BKPIMAGE_HAS_HOLE, SIZE_OF_XLOG_RECORD,
@@ -332,15 +332,6 @@ pub struct BlockRef {
 }
 
 impl BlockRef {
-    /// The page this reference names.
-    pub fn tag(&self) -> BufferTag {
-        BufferTag {
-            rel: self.rel,
-            fork: self.fork,
-            blkno: self.blkno,
-        }
-    }
-
     /// `BKPBLOCK_WILL_INIT`: redo builds the page from nothing.
     pub fn will_init(&self) -> bool {
         self.fork_flags & BKPBLOCK_WILL_INIT != 0

@@ -1294,3 +1294,18 @@ fn oracle_zstd() {
         consistency_checking: None,
     });
 }
+
+/// The page sizes every crate builds on are PostgreSQL's own: the server reports them, and
+/// the oracle's deliberately independent copy agrees.
+#[test]
+fn page_sizes_are_postgres_own() {
+    let mut pg = TestPostgres::builder().init().unwrap();
+    pg.start().unwrap();
+    assert_eq!(pg.psql("SHOW block_size").unwrap(), BLCKSZ.to_string());
+    assert_eq!(
+        pg.psql("SHOW wal_block_size").unwrap(),
+        postgres_ffi::XLOG_BLCKSZ.to_string()
+    );
+    assert_eq!(pg_oracle::mask::BLCKSZ, BLCKSZ);
+    pg.stop("fast").unwrap();
+}

@@ -11,7 +11,6 @@
 //! - [`client`]: startup, simple queries and CopyBoth for clients.
 //! - [`replication`]: the sub-messages inside CopyData (XLogData, keepalive, standby
 //!   replies, hot-standby and pageserver feedback).
-//! - [`replication_command`]: the safekeeper's simple-query commands.
 //!
 //! Nothing here trusts the peer: every length is checked against a caller-given limit
 //! before memory is reserved, and malformed input is an error naming what was wrong.
@@ -23,12 +22,10 @@ pub mod error;
 pub mod framed;
 pub mod messages;
 pub mod replication;
-pub mod replication_command;
 pub mod server;
 pub mod startup;
 
 pub use error::{ProtocolError, ServerError, SqlState};
 pub use messages::{BeMessage, FeMessage, FieldDescription};
-pub use replication_command::ReplicationCommand;
 pub use server::{Handshake, HandshakeConfig, ServerConnection};
 pub use startup::{FeStartupPacket, StartupParams};

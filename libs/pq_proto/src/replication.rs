@@ -9,17 +9,17 @@
 //!   reply_requested u8`;
 //! - `'h'` hot-standby feedback: `reply_time i64, xmin u32, xmin_epoch u32,
 //!   catalog_xmin u32, catalog_xmin_epoch u32`;
-//! - `'z'` pageserver feedback (the reference system's extension): `len u64`, then a
-//!   [`PageserverFeedback`] block of exactly `len` bytes.
+//! - `'z'` pageserver feedback (the reference system's extension): `len u64`, then a block
+//!   of exactly `len` bytes, carried opaque here (`safekeeper_api::PageserverFeedback`
+//!   reads and writes it: its keys are the safekeeper's vocabulary, not libpq's).
 //!
 //! All integers are big-endian; times are PostgreSQL timestamps (µs since 2000-01-01,
-//! [`safekeeper_api::pg_time`]). Decoding rejects short, long and unknown messages with an
+//! [`utils::pg_time`]). Decoding rejects short, long and unknown messages with an
 //! error naming the message.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use safekeeper_api::feedback::PageserverFeedback;
-use safekeeper_api::pg_time::TimestampTz;
 use utils::Lsn;
+use utils::pg_time::TimestampTz;
 
 use crate::error::ProtocolError;
 
@@ -109,8 +109,8 @@ pub enum ReplicationFeedback {
     StandbyStatus(StandbyStatusUpdate),
     /// `'h'`.
     HotStandby(HotStandbyFeedback),
-    /// `'z'`.
-    Pageserver(PageserverFeedback),
+    /// `'z'`: the pageserver-feedback block, undecoded.
+    Pageserver(Bytes),
 }
 
 /// A fixed-size cursor for these small messages.
@@ -256,12 +256,10 @@ impl ReplicationFeedback {
                 buf.put_u32(h.catalog_xmin);
                 buf.put_u32(h.catalog_xmin_epoch);
             }
-            ReplicationFeedback::Pageserver(fb) => {
-                let mut block = BytesMut::new();
-                fb.encode(&mut block);
+            ReplicationFeedback::Pageserver(block) => {
                 buf.put_u8(b'z');
                 buf.put_u64(block.len() as u64);
-                buf.put_slice(&block);
+                buf.put_slice(block);
             }
         }
     }
@@ -312,10 +310,9 @@ impl ReplicationFeedback {
                         format!("length word says {len} bytes, {} follow", c.buf.len()),
                     ));
                 }
-                let fb = PageserverFeedback::decode(c.buf).map_err(|e| {
-                    ProtocolError::malformed("PageserverFeedback message", e.to_string())
-                })?;
-                Ok(ReplicationFeedback::Pageserver(fb))
+                Ok(ReplicationFeedback::Pageserver(Bytes::copy_from_slice(
+                    c.buf,
+                )))
             }
             other => Err(ProtocolError::malformed(
                 "replication feedback",
@@ -393,17 +390,12 @@ mod tests {
             ReplicationFeedback::HotStandby(h)
         );
 
-        // 'z': tag, u64 length, then the block (here: no keys).
-        let z = ReplicationFeedback::Pageserver(PageserverFeedback::empty());
+        // 'z': tag, u64 length, then the block, passed through as it is.
+        let z = ReplicationFeedback::Pageserver(Bytes::from_static(b"\x01key\0"));
         let mut b = BytesMut::new();
         z.encode(&mut b);
-        assert_eq!(&b[..9], &hex("7a 0000000000000084")[..]);
-        assert_eq!(b.len(), 9 + 0x84);
+        assert_eq!(b.to_vec(), hex("7a 0000000000000005 016b657900"));
         assert_eq!(ReplicationFeedback::decode(&b).unwrap(), z);
-        assert_eq!(
-            ReplicationFeedback::decode(&hex("7a 0000000000000001 00")).unwrap(),
-            ReplicationFeedback::Pageserver(PageserverFeedback::empty())
-        );
     }
 
     #[test]
@@ -421,12 +413,6 @@ mod tests {
         let e = ReplicationFeedback::decode(&hex("7a 0000000000000005 00")).unwrap_err();
         assert!(
             e.to_string().contains("length word says 5 bytes, 1 follow"),
-            "{e}"
-        );
-        let e = ReplicationFeedback::decode(&hex("7a 0000000000000002 01 00")).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("malformed PageserverFeedback message: "),
             "{e}"
         );
         let e = ReplicationFeedback::decode(b"q").unwrap_err();

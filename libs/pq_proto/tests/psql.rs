@@ -248,8 +248,8 @@ async fn pg_receivewal_start_replication_parses() {
         .find(|q| q.starts_with("START_REPLICATION"))
         .unwrap_or_else(|| panic!("{queries:?}"));
     assert_eq!(*start, "START_REPLICATION 0/1000000 TIMELINE 1");
-    let cmd = pq_proto::ReplicationCommand::parse(start).unwrap();
-    let pq_proto::ReplicationCommand::StartReplication(sr) = cmd else {
+    let cmd = safekeeper_api::ReplicationCommand::parse(start).unwrap();
+    let safekeeper_api::ReplicationCommand::StartReplication(sr) = cmd else {
         panic!()
     };
     assert_eq!(

@@ -28,8 +28,8 @@ use std::time::SystemTime;
 use bytes::{BufMut, BytesMut};
 use utils::Lsn;
 
-use crate::pg_time::{from_pg_timestamp, pg_epoch, to_pg_timestamp};
 use crate::wire::{ProtoError, Reader, put_cstr};
+use utils::pg_time::{from_pg_timestamp, pg_epoch, to_pg_timestamp};
 
 const MSG: &str = "PageserverFeedback";
 

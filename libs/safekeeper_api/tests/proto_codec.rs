@@ -8,10 +8,10 @@ use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use safekeeper_api::feedback::PageserverFeedback;
 use safekeeper_api::membership::{Configuration, Generation, Member};
-use safekeeper_api::pg_time::from_pg_timestamp;
 use safekeeper_api::proto::*;
 use safekeeper_api::term::{TermHistory, TermLsn};
-use safekeeper_api::{AcceptorMessage, ProposerMessage, ProtoError};
+use safekeeper_api::{AcceptorMessage, ProposerMessage, ProtoError, ReplicationCommand};
+use utils::pg_time::from_pg_timestamp;
 use utils::{Lsn, NodeId, TenantId, TimelineId};
 
 /// Hex with any whitespace, to lay vectors out field by field.
@@ -813,6 +813,13 @@ proptest! {
         let _ = ProposerMessage::decode(&bytes);
         let _ = AcceptorMessage::decode(&bytes);
         let _ = PageserverFeedback::decode(&bytes);
+        let _ = ReplicationCommand::parse(&String::from_utf8_lossy(&bytes));
+    }
+
+    /// Command-like text never panics the libpq command parser.
+    #[test]
+    fn commands_never_panic(q in "[A-Za-z_ ()'\",=;/0-9]{0,60}") {
+        let _ = ReplicationCommand::parse(&q);
     }
 
     /// Flipping any byte of a valid message gives a valid message or a clean error.

@@ -11,6 +11,7 @@ pub mod http;
 pub mod id;
 pub mod logging;
 pub mod lsn;
+pub mod pg_time;
 pub mod pid_file;
 pub mod schema;
 pub mod shutdown;

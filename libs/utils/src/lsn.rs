@@ -14,6 +14,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// PostgreSQL's WAL page size (`XLOG_BLCKSZ`), fixed at 8 KiB in every build we support.
+/// The one definition: it lives here because [`Lsn`]'s page arithmetic needs it and this
+/// crate is below `postgres_ffi`, which re-exports it (as `usize`) for the WAL formats.
 pub const XLOG_BLCKSZ: u64 = 8192;
 
 /// PostgreSQL's `MAXALIGN`: WAL records start on 8-byte boundaries.

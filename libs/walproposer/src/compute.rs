@@ -12,9 +12,9 @@
 use pq_proto::client::{BackendReader, ClientConnection, FrontendWriter};
 use pq_proto::replication::{ReplicationFeedback, StandbyStatusUpdate};
 use pq_proto::{ProtocolError, StartupParams};
-use safekeeper_api::pg_time::now_pg_timestamp;
 use tokio::io::{AsyncRead, AsyncWrite};
 use utils::Lsn;
+use utils::pg_time::now_pg_timestamp;
 
 /// Reading half of a connection to Postgres (TCP or Unix socket).
 pub type PgReader = BackendReader<Box<dyn AsyncRead + Unpin + Send>>;

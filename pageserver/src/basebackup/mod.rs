@@ -42,7 +42,7 @@ use crate::metrics;
 use crate::timeline::Timeline;
 use crate::timeline::read::ReadError;
 use crate::walingest::SlruKind;
-use crate::walredo::apply_strata::BLCKSZ;
+use postgres_ffi::BLCKSZ;
 use tar_stream::TarStream;
 
 /// Blocks per relation segment file (1 GiB), PostgreSQL's `RELSEG_SIZE`.

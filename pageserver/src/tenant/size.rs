@@ -183,7 +183,7 @@ pub async fn synthetic_size(
     options: SizeOptions,
 ) -> Result<SyntheticSize, SizeError> {
     let timelines = parents_first(usable_timelines(tenant)?);
-    let now = safekeeper_api::pg_time::now_pg_timestamp();
+    let now = utils::pg_time::now_pg_timestamp();
     let mut children: HashMap<TimelineId, Vec<Lsn>> = HashMap::new();
     for tl in &timelines {
         if let Some(ancestor) = &tl.ancestor {

@@ -33,7 +33,7 @@ use crate::value::{self, ValueDecodeError};
 use crate::walingest::{SlruKind, Value};
 use crate::walrecord::WalRecord;
 use crate::walredo::WalRedoError;
-use crate::walredo::apply_strata::BLCKSZ;
+use postgres_ffi::BLCKSZ;
 
 static ZERO_PAGE: [u8; BLCKSZ] = [0u8; BLCKSZ];
 

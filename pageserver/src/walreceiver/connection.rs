@@ -16,8 +16,8 @@ use pq_proto::StartupParams;
 use pq_proto::client::ClientConnection;
 use pq_proto::replication::{ReplicationFeedback, ReplicationMessage, StandbyStatusUpdate};
 use safekeeper_api::feedback::PageserverFeedback;
-use safekeeper_api::pg_time::now_pg_timestamp;
 use utils::Lsn;
+use utils::pg_time::now_pg_timestamp;
 
 use crate::metrics;
 use crate::tenant::TenantResources;
@@ -59,8 +59,8 @@ fn feedback(tl: &Timeline, received: Lsn) -> BytesMut {
 }
 
 fn ps_feedback(tl: &Timeline, received: Lsn) -> BytesMut {
-    let mut buf = BytesMut::new();
-    ReplicationFeedback::Pageserver(PageserverFeedback {
+    let mut block = BytesMut::new();
+    PageserverFeedback {
         current_timeline_size: 0,
         last_received_lsn: received,
         disk_consistent_lsn: tl.disk_consistent_lsn(),
@@ -68,8 +68,10 @@ fn ps_feedback(tl: &Timeline, received: Lsn) -> BytesMut {
         replytime: SystemTime::now(),
         shard_number: 0,
         corruption_detected: false,
-    })
-    .encode(&mut buf);
+    }
+    .encode(&mut block);
+    let mut buf = BytesMut::new();
+    ReplicationFeedback::Pageserver(block.freeze()).encode(&mut buf);
     buf
 }
 

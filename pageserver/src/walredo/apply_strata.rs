@@ -14,12 +14,11 @@
 
 use crate::walrecord::{ClogStatus, MultiXactMember, WalRecord};
 
+use postgres_ffi::BLCKSZ;
 use postgres_ffi::page::{init_page, is_new};
 use postgres_ffi::records::heap::{HEAPBLOCKS_PER_PAGE, vm_clear as clear_vm_bits, vm_location};
 use postgres_ffi::slru;
 
-/// Bytes in a page.
-pub const BLCKSZ: usize = postgres_ffi::BLCKSZ;
 /// Transactions per CLOG page.
 pub const CLOG_XACTS_PER_PAGE: u32 = slru::CLOG_XACTS_PER_PAGE;
 /// Multixact offsets per offsets page.

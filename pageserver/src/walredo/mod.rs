@@ -35,7 +35,7 @@ use pageserver_api::reltag::BufferTag;
 use utils::Lsn;
 
 use crate::walrecord::WalRecord;
-use apply_strata::BLCKSZ;
+use postgres_ffi::BLCKSZ;
 use process::RedoProcess;
 use protocol::RecordRef;
 use scratch::{RunAs, ScratchRoot};

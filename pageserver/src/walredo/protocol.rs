@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use pageserver_api::reltag::BufferTag;
 use utils::Lsn;
 
-use super::apply_strata::BLCKSZ;
+use postgres_ffi::BLCKSZ;
 
 /// Request kind: replay records onto a page.
 pub const REQ_REDO: u8 = b'R';

@@ -10,7 +10,8 @@ use pageserver_api::reltag::BufferTag;
 use postgres_ffi::wal_generate::{BlockRefSpec, ImageSpec, XLogRecordBuilder};
 use postgres_ffi::{ForkNumber, RelFileNode};
 
-use super::apply_strata::{BLCKSZ, page_init};
+use super::apply_strata::page_init;
+use postgres_ffi::BLCKSZ;
 
 const RM_XLOG_ID: u8 = 0;
 const RM_HEAP_ID: u8 = 10;

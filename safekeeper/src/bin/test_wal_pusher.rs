@@ -29,7 +29,6 @@ use pq_proto::StartupParams;
 use pq_proto::client::ClientConnection;
 use pq_proto::replication::{ReplicationFeedback, ReplicationMessage, StandbyStatusUpdate};
 use safekeeper_api::membership::{Configuration, Generation};
-use safekeeper_api::pg_time::now_pg_timestamp;
 use safekeeper_api::proto::{
     AppendRequest, AppendRequestHeader, MAX_WAL_PAYLOAD, ProposerElected, ProposerGreeting,
     VoteRequest,
@@ -37,6 +36,7 @@ use safekeeper_api::proto::{
 use safekeeper_api::term::{TermHistory, TermLsn};
 use safekeeper_api::{AcceptorMessage, ProposerMessage};
 use tracing::info;
+use utils::pg_time::now_pg_timestamp;
 use utils::{Lsn, TenantId, TimelineId};
 
 /// Streams a primary's WAL into one safekeeper (test-only).

@@ -6,12 +6,11 @@
 use bytes::BytesMut;
 use pq_proto::messages::FieldDescription;
 use pq_proto::{
-    BeMessage, FeMessage, Handshake, HandshakeConfig, ProtocolError, ReplicationCommand,
-    ServerConnection, SqlState,
+    BeMessage, FeMessage, Handshake, HandshakeConfig, ProtocolError, ServerConnection, SqlState,
 };
 use safekeeper_api::membership::Configuration;
 use safekeeper_api::proto::{AcceptorGreeting, MAX_APPEND_REQUEST_SIZE};
-use safekeeper_api::{AcceptorMessage, ProposerMessage};
+use safekeeper_api::{AcceptorMessage, ProposerMessage, ReplicationCommand};
 use tokio::io::{AsyncRead, AsyncWrite};
 use utils::NodeId;
 

@@ -19,8 +19,8 @@
 
 use std::fmt;
 
-use safekeeper_api::proto::PROTOCOL_VERSION;
-use safekeeper_api::term::Term;
+use crate::proto::PROTOCOL_VERSION;
+use crate::term::Term;
 use utils::Lsn;
 
 /// A parsed command.
