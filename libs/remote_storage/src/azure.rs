@@ -24,13 +24,12 @@ use azure_storage::{CloudLocation, StorageCredentials};
 use azure_storage_blobs::blob::{BlobBlockType, BlockList, CopyStatus};
 use azure_storage_blobs::prelude::{BlobClient, ClientBuilder, ContainerClient};
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::remote_path::KeyPrefix;
-use crate::support::{ChunkReader, guard_stream, timed};
+use crate::support::{ChunkReader, cancellable, guard_stream, timed, upload_parts};
 use crate::{
     AzureConfig, Download, DownloadOpts, Error, Etag, Listing, ListingMode, ListingObject,
     MAX_KEYS_PER_DELETE_AZURE, MAX_KEYS_PER_LIST_PAGE, ObjectMeta, RemotePath, RemoteStorage,
@@ -184,40 +183,30 @@ impl AzureBlobStorage {
         first: Bytes,
         reader: &mut ChunkReader,
         metadata: Option<Metadata>,
+        cancel: &CancellationToken,
     ) -> Result<(), Error> {
         let upload = uuid::Uuid::new_v4().simple().to_string();
-        let mut ids = Vec::new();
-        let mut in_flight = FuturesUnordered::new();
-        let mut next = Some(first);
-        let mut number = 0u32;
-        while let Some(data) = next.take() {
-            let id = format!("{upload}-{number:06}");
-            number += 1;
-            ids.push(id.clone());
-            in_flight.push(self.put_block(blob, name, id, data));
-            if in_flight.len() >= BLOCKS_IN_FLIGHT
-                && let Some(done) = in_flight.next().await
-            {
-                done?;
-            }
-            next = reader.next_chunk(UPLOAD_BLOCK_SIZE).await?;
-        }
-        while let Some(done) = in_flight.next().await {
-            done?;
-        }
+        let put = |index: u32, data: Bytes| {
+            let id = format!("{upload}-{index:06}");
+            timed(self.timeout, cancel, self.put_block(blob, name, id, data))
+        };
+        let ids = upload_parts(reader, first, UPLOAD_BLOCK_SIZE, BLOCKS_IN_FLIGHT, put).await?;
         let list = BlockList {
             blocks: ids
                 .into_iter()
                 .map(BlobBlockType::new_uncommitted)
                 .collect(),
         };
-        let _permit = self.permit().await?;
-        let mut req = blob.put_block_list(list);
-        if let Some(m) = metadata {
-            req = req.metadata(m);
-        }
-        req.await.map_err(self.err("Put Block List", name))?;
-        Ok(())
+        timed(self.timeout, cancel, async {
+            let _permit = self.permit().await?;
+            let mut req = blob.put_block_list(list);
+            if let Some(m) = metadata {
+                req = req.metadata(m);
+            }
+            req.await.map_err(self.err("Put Block List", name))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn properties(&self, blob: &BlobClient, name: &str) -> Result<ObjectMeta, Error> {
@@ -342,11 +331,11 @@ impl RemoteStorage for AzureBlobStorage {
         cancel: &CancellationToken,
     ) -> Result<(), Error> {
         let (blob, name) = self.blob(to);
-        let mut reader = ChunkReader::new(source.open()?, size);
+        let mut reader = ChunkReader::new(source.open()?, size, self.timeout);
         let metadata = to_metadata(metadata);
-        timed(self.timeout, cancel, async {
-            if size <= UPLOAD_BLOCK_SIZE as u64 {
-                let data = reader.read_all().await?;
+        if size <= UPLOAD_BLOCK_SIZE as u64 {
+            let data = cancellable(cancel, reader.read_all()).await?;
+            timed(self.timeout, cancel, async {
                 let _permit = self.permit().await?;
                 let mut req = blob.put_block_blob(data);
                 if let Some(m) = metadata {
@@ -354,16 +343,18 @@ impl RemoteStorage for AzureBlobStorage {
                 }
                 req.await.map_err(self.err("Put Blob", &name))?;
                 Ok(())
-            } else {
-                let first = reader
-                    .next_chunk(UPLOAD_BLOCK_SIZE)
-                    .await?
-                    .unwrap_or_default();
-                self.put_blocks(&blob, &name, first, &mut reader, metadata)
-                    .await
-            }
-        })
-        .await
+            })
+            .await
+        } else {
+            let first = cancellable(cancel, reader.next_chunk(UPLOAD_BLOCK_SIZE))
+                .await?
+                .unwrap_or_default();
+            cancellable(
+                cancel,
+                self.put_blocks(&blob, &name, first, &mut reader, metadata, cancel),
+            )
+            .await
+        }
     }
 
     async fn download(
@@ -373,7 +364,6 @@ impl RemoteStorage for AzureBlobStorage {
         cancel: &CancellationToken,
     ) -> Result<Download, Error> {
         let (blob, name) = self.blob(from);
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut req = blob.get();
         match opts.byte_end {
             Some(end) => req = req.range(opts.byte_start..end),
@@ -469,7 +459,7 @@ impl RemoteStorage for AzureBlobStorage {
             }
         }
         Ok(Download {
-            stream: guard_stream(body, deadline, self.timeout, cancel.clone(), Some(permit)),
+            stream: guard_stream(body, self.timeout, cancel.clone(), Some(permit)),
             etag,
             last_modified,
             metadata,

@@ -32,7 +32,10 @@ pub const DEFAULT_CONCURRENCY_LIMIT: usize = 100;
 pub struct RemoteStorageConfig {
     /// The backend and its settings.
     pub storage: RemoteStorageKind,
-    /// Deadline for data transfers (upload, download including reading the body, copy).
+    /// Progress timeout for data transfers: the longest one request of an upload, download
+    /// or copy (a whole small object, one part of a multipart upload) may take, and the
+    /// longest a download's body or an upload's source may go without delivering a chunk.
+    /// Not a bound on the whole transfer, so objects of any size pass a slow but live link.
     pub timeout: Duration,
     /// Deadline for small requests (head, delete, each listing page).
     pub small_timeout: Duration,

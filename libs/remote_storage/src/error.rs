@@ -42,7 +42,8 @@ pub enum Error {
     /// The bucket or container itself is missing: a configuration error, never retried.
     #[error("{0} does not exist")]
     ContainerNotFound(String),
-    /// The operation's deadline passed (small or data-transfer timeout).
+    /// A request, or a wait for a body's or an upload source's next chunk, took longer than
+    /// its timeout (small or data-transfer).
     #[error("remote storage operation timed out after {0:?}")]
     Timeout(Duration),
     /// The cancellation token fired.

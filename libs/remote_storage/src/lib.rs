@@ -16,9 +16,10 @@
 //! - deleting a missing object succeeds; `delete_objects` batches by the backend's limit;
 //! - `download` of a missing object is [`Error::NotFound`], and an etag match with
 //!   `if_none_match` is [`Error::Unmodified`];
-//! - every call honours its cancellation token and a deadline (`small_timeout` for small
-//!   requests, `timeout` for data transfers, including reading a download's body), and every
-//!   error says whether it is transient ([`Error::is_transient`]);
+//! - every call honours its cancellation token and a timeout: `small_timeout` for small
+//!   requests, and for data transfers `timeout` bounds *progress* (each request, each part
+//!   of a multipart upload, each wait for a body's or a source's next chunk), never the
+//!   whole transfer; every error says whether it is transient ([`Error::is_transient`]);
 //! - invalid paths and inputs are rejected before any request is sent.
 
 pub mod azure;
@@ -255,8 +256,9 @@ impl DownloadOpts {
 
 /// A download in progress: the body and what the backend said about the object.
 pub struct Download {
-    /// The body (the requested range). Reading it is subject to the operation's deadline
-    /// and cancellation token.
+    /// The body (the requested range). Each wait for its next chunk is bounded by the data
+    /// timeout (time the reader spends between reads does not count), and it ends with
+    /// [`Error::Cancelled`] when the token fires.
     pub stream: DownloadStream,
     /// The object's etag.
     pub etag: Etag,

@@ -42,7 +42,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use utils::crashsafe::{self, Sync, TEMP_SUFFIX};
 
-use crate::support::{ChunkReader, guard_stream, timed};
+use crate::support::{ChunkReader, cancellable, guard_stream, timed, within};
 use crate::{
     Download, DownloadOpts, Error, Etag, Listing, ListingMode, ListingObject,
     MAX_KEYS_PER_DELETE_S3, MAX_KEYS_PER_LIST_PAGE, ObjectMeta, RemotePath, RemoteStorage,
@@ -264,7 +264,10 @@ impl LocalFs {
         (dir, temp)
     }
 
-    /// Streams `reader` into a fresh temp file next to `target` and commits it.
+    /// Streams `reader` into a fresh temp file next to `target` and commits it. Every step
+    /// (creating the file, each write, the commit; the reader's own waits) gets the data
+    /// timeout, so a large object from a slow but live stream goes through; the caller
+    /// handles cancellation around the whole.
     async fn write_object(
         &self,
         key: RemotePath,
@@ -272,6 +275,7 @@ impl LocalFs {
         mut reader: ChunkReader,
         metadata: Option<StorageMetadata>,
     ) -> Result<(), Error> {
+        let timeout = self.inner.timeout;
         let (dir, temp) = self.temp_for(&target);
         let mut guard = TempGuard(None);
         // A concurrent delete may remove an emptied parent directory between our mkdir and
@@ -280,8 +284,14 @@ impl LocalFs {
         let mut file = loop {
             attempt += 1;
             let (d, k) = (dir.clone(), key.clone());
-            self.blocking(move |inner| inner.ensure_dir(&d, &k)).await?;
-            match tokio::fs::File::create(&temp).await {
+            within(
+                timeout,
+                self.blocking(move |inner| inner.ensure_dir(&d, &k)),
+            )
+            .await?;
+            let created =
+                within(timeout, async { Ok(tokio::fs::File::create(&temp).await) }).await?;
+            match created {
                 Ok(f) => break f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 5 => continue,
                 Err(e) => return Err(io_error(format!("create {temp}"), e)),
@@ -289,21 +299,30 @@ impl LocalFs {
         };
         guard.0 = Some(temp.clone());
         while let Some(piece) = reader.next_piece(IO_CHUNK).await? {
-            file.write_all(&piece)
-                .await
-                .map_err(|e| io_error(format!("write {temp}"), e))?;
+            within(timeout, async {
+                file.write_all(&piece)
+                    .await
+                    .map_err(|e| io_error(format!("write {temp}"), e))
+            })
+            .await?;
         }
-        file.flush()
-            .await
-            .map_err(|e| io_error(format!("write {temp}"), e))?;
+        within(timeout, async {
+            file.flush()
+                .await
+                .map_err(|e| io_error(format!("write {temp}"), e))
+        })
+        .await?;
         drop(file);
         let commit_temp = temp.clone();
-        self.blocking_change(move |inner, abandoned| {
-            inner.test_commit_delay();
-            let _lock = inner.lock(&key);
-            abandoned.check(&key)?;
-            inner.commit(&commit_temp, &target, &key, metadata.as_ref())
-        })
+        within(
+            timeout,
+            self.blocking_change(move |inner, abandoned| {
+                inner.test_commit_delay();
+                let _lock = inner.lock(&key);
+                abandoned.check(&key)?;
+                inner.commit(&commit_temp, &target, &key, metadata.as_ref())
+            }),
+        )
         .await?;
         guard.0 = None;
         Ok(())
@@ -685,9 +704,8 @@ impl RemoteStorage for LocalFs {
             return timed(self.inner.timeout, cancel, fill).await;
         }
         let stream: UploadStream = source.open()?;
-        let reader = ChunkReader::new(stream, size);
-        timed(
-            self.inner.timeout,
+        let reader = ChunkReader::new(stream, size, self.inner.timeout);
+        cancellable(
             cancel,
             self.write_object(to.clone(), target, reader, metadata),
         )
@@ -701,7 +719,6 @@ impl RemoteStorage for LocalFs {
         cancel: &CancellationToken,
     ) -> Result<Download, Error> {
         let path = self.object_path(from)?;
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
         let key = from.clone();
         let (file, meta, metadata) = timed(
             self.inner.small_timeout,
@@ -732,7 +749,7 @@ impl RemoteStorage for LocalFs {
             tokio_util::io::ReaderStream::with_capacity(file.take(end - opts.byte_start), IO_CHUNK)
                 .map_err(move |e| io_error(format!("read {what}"), e));
         Ok(Download {
-            stream: guard_stream(body, deadline, self.inner.timeout, cancel.clone(), None),
+            stream: guard_stream(body, self.inner.timeout, cancel.clone(), None),
             etag,
             last_modified: modified(&meta),
             metadata,
@@ -797,10 +814,9 @@ impl RemoteStorage for LocalFs {
         let file = tokio::fs::File::from_std(file);
         let stream: UploadStream =
             Box::pin(tokio_util::io::ReaderStream::with_capacity(file, IO_CHUNK));
-        let reader = ChunkReader::new(stream, size);
+        let reader = ChunkReader::new(stream, size, self.inner.timeout);
         let metadata = (!metadata.is_empty()).then_some(metadata);
-        timed(
-            self.inner.timeout,
+        cancellable(
             cancel,
             self.write_object(to.clone(), target, reader, metadata),
         )

@@ -33,13 +33,12 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
-use futures::stream::FuturesUnordered;
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::remote_path::KeyPrefix;
-use crate::support::{ChunkReader, guard_stream, http_range, timed};
+use crate::support::{ChunkReader, cancellable, guard_stream, http_range, timed, upload_parts};
 use crate::{
     Download, DownloadOpts, Error, Etag, Listing, ListingMode, ListingObject,
     MAX_KEYS_PER_DELETE_S3, MAX_KEYS_PER_LIST_PAGE, ObjectMeta, RemotePath, RemoteStorage,
@@ -230,8 +229,9 @@ impl S3Bucket {
         first: Bytes,
         reader: &mut ChunkReader,
         metadata: Option<HashMap<String, String>>,
+        cancel: &CancellationToken,
     ) -> Result<(), Error> {
-        let upload_id = {
+        let upload_id = timed(self.small_timeout, cancel, async {
             let _permit = self.permit().await?;
             self.client
                 .create_multipart_upload()
@@ -245,8 +245,9 @@ impl S3Bucket {
                 .map(str::to_owned)
                 .ok_or_else(|| {
                     Error::Permanent(anyhow::anyhow!("CreateMultipartUpload {key}: no upload id"))
-                })?
-        };
+                })
+        })
+        .await?;
         // Aborts the upload unless it completed, also when this future is dropped.
         let mut abort = AbortGuard {
             client: self.client.clone(),
@@ -255,38 +256,32 @@ impl S3Bucket {
             upload_id: Some(upload_id.clone()),
         };
         let result = async {
-            let mut parts = Vec::new();
-            let mut in_flight = FuturesUnordered::new();
-            let mut next = Some(first);
-            let mut number = 0;
-            while let Some(data) = next.take() {
-                number += 1;
-                in_flight.push(self.put_part(key, &upload_id, number, data));
-                if in_flight.len() >= PARTS_IN_FLIGHT
-                    && let Some(done) = in_flight.next().await
-                {
-                    parts.push(done?);
-                }
-                next = reader.next_chunk(UPLOAD_PART_SIZE).await?;
-            }
-            while let Some(done) = in_flight.next().await {
-                parts.push(done?);
-            }
-            parts.sort_by_key(|p| p.part_number());
-            let _permit = self.permit().await?;
-            self.client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
+            let put = |index: u32, data: Bytes| {
+                let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                timed(
+                    self.timeout,
+                    cancel,
+                    self.put_part(key, &upload_id, number, data),
                 )
-                .send()
-                .await
-                .map_err(|e| classify(e, "CompleteMultipartUpload", key, &self.bucket))?;
+            };
+            let parts = upload_parts(reader, first, UPLOAD_PART_SIZE, PARTS_IN_FLIGHT, put).await?;
+            timed(self.timeout, cancel, async {
+                let _permit = self.permit().await?;
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, "CompleteMultipartUpload", key, &self.bucket))
+            })
+            .await?;
             Ok(())
         }
         .await;
@@ -460,21 +455,21 @@ impl RemoteStorage for S3Bucket {
         cancel: &CancellationToken,
     ) -> Result<(), Error> {
         let key = self.key(to);
-        let mut reader = ChunkReader::new(source.open()?, size);
+        let mut reader = ChunkReader::new(source.open()?, size, self.timeout);
         let metadata = metadata_map(metadata);
-        timed(self.timeout, cancel, async {
-            if size <= UPLOAD_PART_SIZE as u64 {
-                let data = reader.read_all().await?;
-                self.put_single(&key, data, metadata).await
-            } else {
-                let first = reader
-                    .next_chunk(UPLOAD_PART_SIZE)
-                    .await?
-                    .unwrap_or_default();
-                self.put_multipart(&key, first, &mut reader, metadata).await
-            }
-        })
-        .await
+        if size <= UPLOAD_PART_SIZE as u64 {
+            let data = cancellable(cancel, reader.read_all()).await?;
+            timed(self.timeout, cancel, self.put_single(&key, data, metadata)).await
+        } else {
+            let first = cancellable(cancel, reader.next_chunk(UPLOAD_PART_SIZE))
+                .await?
+                .unwrap_or_default();
+            cancellable(
+                cancel,
+                self.put_multipart(&key, first, &mut reader, metadata, cancel),
+            )
+            .await
+        }
     }
 
     async fn download(
@@ -484,7 +479,6 @@ impl RemoteStorage for S3Bucket {
         cancel: &CancellationToken,
     ) -> Result<Download, Error> {
         let key = self.key(from);
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let (out, permit) = timed(self.timeout, cancel, async {
             let permit = self.permit().await?;
             let out = self
@@ -519,7 +513,7 @@ impl RemoteStorage for S3Bucket {
             }
         });
         Ok(Download {
-            stream: guard_stream(body, deadline, self.timeout, cancel.clone(), Some(permit)),
+            stream: guard_stream(body, self.timeout, cancel.clone(), Some(permit)),
             etag,
             last_modified,
             metadata,

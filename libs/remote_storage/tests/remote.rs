@@ -1,5 +1,6 @@
 //! Integration tests of `remote_storage` against real servers: the conformance suite on
-//! every backend (`conformance_local_fs::*`, `conformance_s3::*`, `conformance_azure::*`),
+//! every backend (`conformance_local_fs::*`, `conformance_s3::*`, `conformance_azure::*`;
+//! `slow_link_*` with 2 s timeouts),
 //! the retrying and unreliable wrappers, and bad-input handling.
 
 // Test code: a failed unwrap is a failed test (clippy.toml allows it only inside #[test]s,
@@ -51,5 +52,11 @@ macro_rules! all_cases {
 }
 
 all_cases!(conformance_local_fs, crate::common::local_fs);
+conformance_suite!(slow_link_local_fs, crate::common::local_fs_slow_link;
+    slow_but_steady_transfers_outlive_the_timeout);
+conformance_suite!(slow_link_s3, crate::common::s3_slow_link;
+    slow_but_steady_transfers_outlive_the_timeout);
+conformance_suite!(slow_link_azure, crate::common::azure_slow_link;
+    slow_but_steady_transfers_outlive_the_timeout);
 all_cases!(conformance_s3, crate::common::s3);
 all_cases!(conformance_azure, crate::common::azure);

@@ -328,7 +328,27 @@ pub fn test_timeouts() -> (Duration, Duration) {
     (Duration::from_secs(60), Duration::from_secs(20))
 }
 
+/// Data and small timeouts for the slow-link cases: short enough that a transfer of a few
+/// seconds outlasts them.
+pub const SLOW_LINK: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(2));
+
 pub async fn local_fs() -> Option<TestStorage> {
+    local_fs_with(test_timeouts()).await
+}
+
+pub async fn local_fs_slow_link() -> Option<TestStorage> {
+    local_fs_with(SLOW_LINK).await
+}
+
+pub async fn s3_slow_link() -> Option<TestStorage> {
+    s3_with(SLOW_LINK).await
+}
+
+pub async fn azure_slow_link() -> Option<TestStorage> {
+    azure_with(SLOW_LINK).await
+}
+
+async fn local_fs_with(timeouts: (Duration, Duration)) -> Option<TestStorage> {
     static ANNOUNCE: std::sync::Once = std::sync::Once::new();
     ANNOUNCE.call_once(|| {
         announce(&format!(
@@ -340,7 +360,7 @@ pub async fn local_fs() -> Option<TestStorage> {
     let root =
         camino::Utf8PathBuf::from_path_buf(dir.path().join("remote")).expect("utf-8 temp dir");
     let mut config = RemoteStorageConfig::local_fs(root);
-    (config.timeout, config.small_timeout) = test_timeouts();
+    (config.timeout, config.small_timeout) = timeouts;
     let storage = GenericRemoteStorage::from_config(&config)
         .await
         .expect("local fs");
@@ -352,7 +372,15 @@ pub async fn local_fs() -> Option<TestStorage> {
 }
 
 pub fn s3_config(endpoint: &str, bucket: &str, prefix: Option<&str>) -> RemoteStorageConfig {
-    let (timeout, small) = test_timeouts();
+    s3_config_with(endpoint, bucket, prefix, test_timeouts())
+}
+
+fn s3_config_with(
+    endpoint: &str,
+    bucket: &str,
+    prefix: Option<&str>,
+    (timeout, small): (Duration, Duration),
+) -> RemoteStorageConfig {
     let mut text = format!(
         "bucket_name = {bucket:?}\nbucket_region = \"us-east-1\"\nendpoint = {endpoint:?}\n\
          access_key_id = \"test\"\nsecret_access_key = \"test\"\nconcurrency_limit = 32\n\
@@ -367,7 +395,15 @@ pub fn s3_config(endpoint: &str, bucket: &str, prefix: Option<&str>) -> RemoteSt
 }
 
 pub fn azure_config(endpoint: &str, container: &str, prefix: Option<&str>) -> RemoteStorageConfig {
-    let (timeout, small) = test_timeouts();
+    azure_config_with(endpoint, container, prefix, test_timeouts())
+}
+
+fn azure_config_with(
+    endpoint: &str,
+    container: &str,
+    prefix: Option<&str>,
+    (timeout, small): (Duration, Duration),
+) -> RemoteStorageConfig {
     let mut text = format!(
         "container_name = {container:?}\nstorage_account = {AZURITE_ACCOUNT:?}\nendpoint = {endpoint:?}\n\
          storage_account_key = {AZURITE_KEY:?}\nconcurrency_limit = 32\n\
@@ -383,16 +419,21 @@ pub fn azure_config(endpoint: &str, container: &str, prefix: Option<&str>) -> Re
 
 /// A fresh bucket on the shared moto server; `None` when skipping is allowed and asked for.
 pub async fn s3() -> Option<TestStorage> {
+    s3_with(test_timeouts()).await
+}
+
+async fn s3_with(timeouts: (Duration, Duration)) -> Option<TestStorage> {
     if skip_remote_servers() {
         announce("skipping an S3 test: STRATA_SKIP_REMOTE_SERVERS is set");
         return None;
     }
     let server = tokio::task::spawn_blocking(moto).await.expect("moto start");
     let bucket = unique_name("strata");
-    let storage = GenericRemoteStorage::from_config(&s3_config(
+    let storage = GenericRemoteStorage::from_config(&s3_config_with(
         &server.endpoint,
         &bucket,
         Some("test-prefix"),
+        timeouts,
     ))
     .await
     .expect("S3 storage");
@@ -420,6 +461,10 @@ pub async fn s3() -> Option<TestStorage> {
 /// A fresh container on the shared Azurite server; `None` when skipping is allowed and
 /// asked for.
 pub async fn azure() -> Option<TestStorage> {
+    azure_with(test_timeouts()).await
+}
+
+async fn azure_with(timeouts: (Duration, Duration)) -> Option<TestStorage> {
     if skip_remote_servers() {
         announce("skipping an Azure test: STRATA_SKIP_REMOTE_SERVERS is set");
         return None;
@@ -428,10 +473,11 @@ pub async fn azure() -> Option<TestStorage> {
         .await
         .expect("azurite start");
     let container = unique_name("strata");
-    let storage = GenericRemoteStorage::from_config(&azure_config(
+    let storage = GenericRemoteStorage::from_config(&azure_config_with(
         &server.endpoint,
         &container,
         Some("test-prefix"),
+        timeouts,
     ))
     .await
     .expect("Azure storage");

@@ -514,6 +514,76 @@ pub async fn large_multipart_upload_50mib(s: &GenericRemoteStorage) {
     );
 }
 
+/// The data timeout bounds progress, not transfers (run with [`crate::common::SLOW_LINK`]
+/// timeouts of 2 s): an upload and a download that each take twice as long as the timeout,
+/// because the producer or the consumer is slow but never stalls, go through; a producer
+/// that stalls for longer than the timeout fails the upload with a timeout and leaves the
+/// old object in place.
+pub async fn slow_but_steady_transfers_outlive_the_timeout(s: &GenericRemoteStorage) {
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: u64 = 10; // over the 8 MiB part size: a multipart / block upload
+    const SIZE: u64 = CHUNKS * CHUNK as u64;
+    const GAP: Duration = Duration::from_millis(400);
+    let cancel = CancellationToken::new();
+    let slow = UploadSource::from_fn(|| {
+        Box::pin(futures::stream::iter(0..CHUNKS).then(|i| async move {
+            tokio::time::sleep(GAP).await;
+            Ok(pseudo_random_chunk(11, i, CHUNK))
+        })) as UploadStream
+    });
+    let started = Instant::now();
+    s.upload(slow, SIZE, &path("slow/obj"), None, &cancel)
+        .await
+        .unwrap();
+    let upload_time = started.elapsed();
+
+    let started = Instant::now();
+    let mut d = s
+        .download(&path("slow/obj"), &DownloadOpts::default(), &cancel)
+        .await
+        .unwrap();
+    let (mut got, mut next_pause) = (Vec::new(), 0);
+    while let Some(chunk) = d.stream.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+        if got.len() >= next_pause {
+            tokio::time::sleep(GAP).await;
+            next_pause += CHUNK;
+        }
+    }
+    let download_time = started.elapsed();
+    let want: Vec<u8> = (0..CHUNKS)
+        .flat_map(|i| pseudo_random_chunk(11, i, CHUNK).to_vec())
+        .collect();
+    assert!(got == want, "downloaded bytes differ");
+    eprintln!("slow link: upload {upload_time:?}, download {download_time:?}");
+    assert!(upload_time > Duration::from_secs(3) && download_time > Duration::from_secs(3));
+
+    // A producer that goes silent after 9 MiB (past the first part) for longer than the
+    // timeout: the upload times out and the object stays as it was.
+    let stalls = UploadSource::from_fn(|| {
+        Box::pin(
+            futures::stream::iter(0..9)
+                .map(|i| Ok(pseudo_random_chunk(12, i, CHUNK)))
+                .chain(futures::stream::once(async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(Bytes::from_static(b"late"))
+                })),
+        ) as UploadStream
+    });
+    let started = Instant::now();
+    let e = s
+        .upload(stalls, SIZE, &path("slow/obj"), None, &cancel)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout(_)), "{e:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(get(s, "slow/obj", &DownloadOpts::default()).await.unwrap() == want);
+}
+
 /// Cancelling the token mid-download ends the stream with Cancelled, promptly.
 pub async fn cancel_mid_download(s: &GenericRemoteStorage) {
     let data = pseudo_random_chunk(3, 0, 12 << 20);
