@@ -10,7 +10,10 @@
 //!   the second attempt fail permanently instead of uploading a truncated object.
 //! - A download is retried until its response starts; errors while reading the body are
 //!   the caller's to handle (it knows how much it has consumed).
-//! - A streaming listing is retried as a whole and delivered as one page.
+//! - A streaming listing is delivered page by page (memory stays one page, also for
+//!   `delete_prefix` of a huge prefix). A transient error mid-listing restarts it and skips
+//!   what was already delivered: listings are in key order, so everything up to the last
+//!   key or prefix delivered is known. The bound counts failures without a new page.
 
 use std::num::NonZeroU32;
 
@@ -18,7 +21,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
-use utils::backoff::{RetryError, RetryPolicy, retry};
+use utils::backoff::{self, RetryError, RetryPolicy, retry};
 
 use crate::{
     Download, DownloadOpts, Error, GenericRemoteStorage, Listing, ListingMode, ObjectMeta,
@@ -79,7 +82,7 @@ impl RetryingWrapper {
         .boxed()
     }
 
-    /// Retried listing, delivered as one page.
+    /// Retried listing, page by page (see the module docs).
     pub fn list_streaming<'a>(
         &'a self,
         prefix: Option<&'a RemotePath>,
@@ -87,7 +90,10 @@ impl RetryingWrapper {
         max_keys: Option<NonZeroU32>,
         cancel: &'a CancellationToken,
     ) -> BoxStream<'a, Result<Listing, Error>> {
-        futures::stream::once(self.list(prefix, mode, max_keys, cancel)).boxed()
+        let what = format!("list {}", prefix.map_or("", RemotePath::as_str));
+        resuming_listing(what, self.policy, cancel, move || {
+            self.inner.list_streaming(prefix, mode, max_keys, cancel)
+        })
     }
 
     /// Retried [`GenericRemoteStorage::head`].
@@ -167,5 +173,197 @@ impl RetryingWrapper {
             self.inner.copy(from, to, cancel)
         })
         .boxed()
+    }
+}
+
+/// The pages of the listings `open` starts, restarting after a transient error and
+/// skipping every key and prefix up to the last one delivered.
+fn resuming_listing<'a>(
+    what: String,
+    policy: RetryPolicy,
+    cancel: &'a CancellationToken,
+    mut open: impl FnMut() -> BoxStream<'a, Result<Listing, Error>> + Send + 'a,
+) -> BoxStream<'a, Result<Listing, Error>> {
+    async_stream::stream! {
+        // The last key or prefix delivered; listings order both by bytes.
+        let mut delivered: Option<String> = None;
+        let mut failures: u32 = 0;
+        'listing: loop {
+            let mut pages = open();
+            while let Some(page) = pages.next().await {
+                let mut page = match page {
+                    Ok(page) => page,
+                    Err(e) if e.is_transient() && !cancel.is_cancelled() => {
+                        failures += 1;
+                        if policy.max_attempts.is_some_and(|max| failures >= max) {
+                            yield Err(Error::GaveUp {
+                                op: what.clone(),
+                                attempts: failures,
+                                last: Box::new(e),
+                            });
+                            return;
+                        }
+                        if failures >= policy.warn_after {
+                            tracing::warn!("{what} failed (attempt {failures}), will resume: {e}");
+                        } else {
+                            tracing::info!("{what} failed (attempt {failures}), will resume: {e}");
+                        }
+                        if backoff::sleep(policy.backoff.delay(failures - 1), cancel).await.is_err() {
+                            yield Err(Error::Cancelled);
+                            return;
+                        }
+                        continue 'listing;
+                    }
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                };
+                if let Some(after) = delivered.as_deref() {
+                    page.keys.retain(|o| o.key.as_str() > after);
+                    page.prefixes.retain(|p| p.as_str() > after);
+                }
+                let last_key = page.keys.last().map(|o| o.key.as_str());
+                let last_prefix = page.prefixes.last().map(RemotePath::as_str);
+                let Some(last) = last_key.max(last_prefix).map(str::to_owned) else {
+                    // Nothing new (a page already delivered before a restart).
+                    continue;
+                };
+                delivered = Some(last);
+                failures = 0;
+                yield Ok(page);
+            }
+            return;
+        }
+    }
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::ListingObject;
+    use utils::backoff::Backoff;
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                cap: Duration::from_millis(2),
+                factor: 2.0,
+            },
+            max_attempts: Some(max_attempts),
+            warn_after: 100,
+        }
+    }
+
+    /// Page `i` of a listing of 5 pages of 3 keys (`k00`..`k14`), with a prefix `k05/` in
+    /// page 1 (as a delimiter listing would have it).
+    fn page(i: u32) -> Listing {
+        let keys = (i * 3..i * 3 + 3)
+            .map(|n| ListingObject {
+                key: RemotePath::new(&format!("k{n:02}")).unwrap(),
+                last_modified: SystemTime::UNIX_EPOCH,
+                size: 1,
+            })
+            .collect();
+        let prefixes = if i == 1 {
+            vec![RemotePath::new("k05/").unwrap()]
+        } else {
+            Vec::new()
+        };
+        Listing { prefixes, keys }
+    }
+
+    /// Listings that fail (transiently) at page `fail_at[attempt]` of attempt `attempt`.
+    fn flaky_listings<'a>(
+        fail_at: &'a [u32],
+        opened: &'a AtomicU32,
+    ) -> impl FnMut() -> BoxStream<'a, Result<Listing, Error>> + Send + 'a {
+        move || {
+            let attempt = opened.fetch_add(1, Ordering::SeqCst) as usize;
+            let fail = fail_at.get(attempt).copied();
+            futures::stream::iter((0..5).map(move |i| {
+                if Some(i) == fail {
+                    Err(Error::Transient(anyhow::anyhow!("page {i} lost")))
+                } else {
+                    Ok(page(i))
+                }
+            }))
+            .take_while({
+                let mut failed = false;
+                move |r| {
+                    let go = !failed;
+                    failed |= r.is_err();
+                    futures::future::ready(go)
+                }
+            })
+            .boxed()
+        }
+    }
+
+    fn names(pages: &[Listing]) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in pages {
+            out.extend(p.prefixes.iter().map(|p| p.as_str().to_owned()));
+            out.extend(p.keys.iter().map(|o| o.key.as_str().to_owned()));
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_listing_resumes_after_mid_listing_errors_without_repeats_or_gaps() {
+        let cancel = CancellationToken::new();
+        let opened = AtomicU32::new(0);
+        // Fails at page 2, then (restarted) at page 4, then at page 1 again: each restart
+        // skips what was delivered.
+        let fail_at = [2, 4, 1];
+        let pages: Vec<Listing> = resuming_listing(
+            "list".into(),
+            policy(3),
+            &cancel,
+            flaky_listings(&fail_at, &opened),
+        )
+        .map(Result::unwrap)
+        .collect()
+        .await;
+        let mut want: Vec<String> = (0..15).map(|n| format!("k{n:02}")).collect();
+        want.push("k05/".into());
+        want.sort();
+        assert_eq!(names(&pages), want);
+        assert!(pages.len() >= 5, "delivered page by page, not collected");
+        assert_eq!(opened.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn failures_without_progress_give_up_and_permanent_errors_stop() {
+        let cancel = CancellationToken::new();
+        let opened = AtomicU32::new(0);
+        let fail_at = [0, 0, 0, 0];
+        let results: Vec<_> = resuming_listing(
+            "list".into(),
+            policy(3),
+            &cancel,
+            flaky_listings(&fail_at, &opened),
+        )
+        .collect()
+        .await;
+        assert_eq!(results.len(), 1);
+        assert!(
+            matches!(&results[0], Err(Error::GaveUp { attempts: 3, .. })),
+            "{results:?}"
+        );
+
+        let permanent =
+            || futures::stream::iter([Ok(page(0)), Err(Error::NotFound("x".into()))]).boxed();
+        let results: Vec<_> = resuming_listing("list".into(), policy(3), &cancel, permanent)
+            .collect()
+            .await;
+        assert_eq!(results.len(), 2);
+        assert!(matches!(results[1], Err(Error::NotFound(_))));
     }
 }

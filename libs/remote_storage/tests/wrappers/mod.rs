@@ -47,6 +47,34 @@ async fn flaky(
     (plain, wrapped, dir)
 }
 
+/// Through the retrying wrapper a listing still comes page by page (1000 keys each), so
+/// `delete_prefix` of a large prefix holds one page at a time, and deletes all of it.
+#[tokio::test]
+async fn retried_listings_and_delete_prefix_go_page_by_page() {
+    use futures::StreamExt;
+    let (plain, s, _dir) = flaky(1, 4).await;
+    let cancel = CancellationToken::new();
+    let keys: Vec<String> = (0..2100).map(|i| format!("many/{i:05}")).collect();
+    futures::stream::iter(&keys)
+        .for_each_concurrent(16, |k| put(&plain, k, "x"))
+        .await;
+    put(&plain, "manyother", "kept").await;
+    let prefix = path("many/");
+    let pages: Vec<usize> = s
+        .list_streaming(Some(&prefix), ListingMode::NoDelimiter, None, &cancel)
+        .map(|p| p.unwrap().keys.len())
+        .collect()
+        .await;
+    assert_eq!(pages, vec![1000, 1000, 100]);
+    s.delete_prefix(&prefix, &cancel).await.unwrap();
+    let left = plain
+        .list(None, ListingMode::NoDelimiter, None, &cancel)
+        .await
+        .unwrap();
+    let left: Vec<&str> = left.keys.iter().map(|o| o.key.as_str()).collect();
+    assert_eq!(left, ["manyother"]);
+}
+
 #[tokio::test]
 async fn every_operation_succeeds_through_three_failures() {
     let (plain, s, _dir) = flaky(3, 4).await;
