@@ -40,7 +40,7 @@ from fixtures.procfs import child_pids
 from fixtures.run_as import RunAs
 from fixtures.safekeeper import WAL_SEG_SIZE, SafekeeperFactory, int_to_lsn, lsn_to_int, random_id
 from fixtures.services import ServiceRegistry
-from fixtures.utils import wait_until
+from fixtures.utils import pick, wait_until
 from fixtures.workdir import TestDir
 
 TAKEN_OVER = r"another proposer has taken over"
@@ -243,6 +243,71 @@ def test_walproposer_minority_failure(wp_env: WalproposerEnv, pg_bindir: Path, t
 
     env.wait_all_caught_up(compute.flush_lsn())
     env.assert_wal_identical()
+    compute.stop()
+
+
+def vm_kib(pid: int, field: str) -> int:
+    """A `VmRSS`/`VmHWM`-style field of /proc/<pid>/status, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_walproposer_catch_up_memory_is_bounded(wp_env: WalproposerEnv):
+    """A safekeeper down while 256 MiB of WAL is committed (1 GiB with STRATA_LONG_TESTS)
+    comes back and catches up from its peers through the sidecar's recovery reads, one chunk
+    at a time. The sidecar's peak RSS, while the WAL is written and again (peak reset) while
+    the safekeeper catches up, stays under the bound docs/walproposer.md gives: what it held
+    before, plus `--max-buffer-mib` (32 here), plus 3/8 of it for recovery (the chunk being
+    streamed, the one being read, its copy), plus one in-flight window (32 MiB: WAL sent to
+    a safekeeper and not yet acknowledged stays referenced), with 16 MiB of slack. Reading
+    the whole missing range at once, as before, held all of it, twice."""
+    env = wp_env
+    env.sidecar_allowed_errors += SAFEKEEPER_DOWN
+    buffer_mib, window_mib = 32, 32
+    compute = env.bootstrap_compute(
+        take_basebackup=False, sidecar_args=("--max-buffer-mib", str(buffer_mib))
+    )
+    pg, sidecar = compute.pg, compute.sidecar
+    assert sidecar is not None and sidecar.pid is not None
+    pid = sidecar.pid
+    baseline_kib = vm_kib(pid, "VmRSS")
+    bound_kib = baseline_kib + (buffer_mib * 11 // 8 + window_mib + 16) * 1024
+    total_mib = pick(256, 1024)
+    sk3 = env.safekeepers[2]
+    sk3.stop(immediate=True)
+    behind = env.commit_lsn(env.safekeepers[0])
+    for _ in range(total_mib // 64):
+        # 64 transactional 1 MiB messages per statement, each statement committed.
+        pg.safe_psql(
+            "SELECT count(pg_logical_emit_message(true, 'strata', repeat('x', 1048576))) "
+            "FROM generate_series(1, 64)"
+        )
+    target = compute.flush_lsn()
+    assert target - behind >= total_mib << 20
+    writing_kib = vm_kib(pid, "VmHWM")
+    # Reset the peak (as root; otherwise the catch-up peak includes the writing one).
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")
+    sk3.start()
+    started = time.monotonic()
+    env.wait_all_caught_up(target, timeout=pick(180, 600))
+    took = time.monotonic() - started
+    catch_up_kib = vm_kib(pid, "VmHWM")
+    print(
+        f"safekeeper 3 caught up on {(target - behind) >> 20} MiB in {took:.1f}s; sidecar RSS "
+        f"{baseline_kib >> 10} MiB before, peak {writing_kib >> 10} MiB while writing and "
+        f"{catch_up_kib >> 10} MiB while catching up; bound {bound_kib >> 10} MiB"
+    )
+    for phase, peak in (("writing", writing_kib), ("catching up", catch_up_kib)):
+        assert peak <= bound_kib, (
+            f"while {phase} the sidecar peaked at {peak >> 10} MiB of RSS, over its bound of "
+            f"{bound_kib >> 10} MiB"
+        )
+    fetches = re.findall(r"recovering WAL for lagging safekeepers", sidecar.log_since_start())
+    assert len(fetches) >= total_mib // (buffer_mib // 8) // 2, len(fetches)
     compute.stop()
 
 

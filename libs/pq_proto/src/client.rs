@@ -173,6 +173,11 @@ impl<W: AsyncWrite + Unpin> FrontendWriter<W> {
         self.inner.write_copy_data_with(fill)
     }
 
+    /// Bytes buffered and not yet flushed (to bound a batch of encoded messages).
+    pub fn buffered(&self) -> usize {
+        self.inner.buffered()
+    }
+
     /// Buffers one CopyData.
     pub fn write_copy_data(&mut self, payload: &[u8]) {
         self.inner.write_copy_data(payload);

@@ -30,9 +30,13 @@
 //!   moves backwards and never exceeds WAL a quorum has flushed.
 //! * Any message showing a term above ours ends the proposer with [`ProposerError`]: another
 //!   proposer has taken over, and this one must never write again.
-//! * The WAL buffer holds exactly the proposer's log (donor WAL below the term start, the
-//!   compute's above it), and an acceptor is sent bytes only from its divergence point on,
+//! * The WAL buffer holds exactly the proposer's log (the compute's WAL from the term start
+//!   on), and so does the recovered chunk below it (read back from a safekeeper whose log
+//!   agrees with ours there); an acceptor is sent bytes only from its divergence point on,
 //!   in order.
+//! * Memory is bounded: the buffer by [`ProposerConfig::max_buffer_bytes`] (committed WAL
+//!   beyond it is dropped), recovery by one chunk being streamed and one being read
+//!   ([`ProposerConfig::fetch_chunk_bytes`]), however far an acceptor lags.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -50,7 +54,7 @@ use tracing::{info, warn};
 use utils::{Lsn, NodeId, TenantTimelineId};
 
 use crate::rules::{self, VoteInfo};
-use crate::wal_buffer::WalBuffer;
+use crate::wal_buffer::{RecoveredWal, WalBuffer};
 
 /// Acknowledged WAL is dropped from memory in batches of at least this much, so trimming
 /// the front of the buffer stays cheap.
@@ -147,6 +151,16 @@ pub struct ProposerConfig {
     /// safekeeper that is down for long costs a fetch, not unbounded memory.
     pub max_buffer_bytes: u64,
     unsafe_rules: UnsafeRules,
+}
+
+impl ProposerConfig {
+    /// Most WAL one recovery read asks for: an eighth of
+    /// [`ProposerConfig::max_buffer_bytes`] (at least one append). With the chunk being
+    /// streamed, the one being read and its copy, recovery adds at most 3/8 of the buffer
+    /// limit, whatever the amount a safekeeper lacks.
+    pub fn fetch_chunk_bytes(&self) -> u64 {
+        (self.max_buffer_bytes / 8).max(self.max_append_bytes as u64)
+    }
 }
 
 impl ProposerConfig {
@@ -450,6 +464,8 @@ struct Leader {
     truncate_lsn: Lsn,
     commit_lsn: Lsn,
     wal: WalBuffer,
+    /// WAL below `wal` read back for lagging acceptors, one chunk at a time.
+    recovered: Option<RecoveredWal>,
     fetch: Fetch,
 }
 
@@ -800,6 +816,7 @@ impl Proposer {
             truncate_lsn,
             commit_lsn: Lsn::INVALID,
             wal: WalBuffer::new(term_start),
+            recovered: None,
             fetch: Fetch::Idle,
         });
         for i in 0..self.sks.len() {
@@ -913,18 +930,13 @@ impl Proposer {
                 leader.wal.trim_to(horizon);
             }
         }
-        // Over the memory limit, committed WAL goes even if an offline acceptor lacks it:
-        // it is on a quorum, from where that acceptor fetches it when it is back. WAL a
-        // connected acceptor is catching up on stays, so a fetch is never thrown away
-        // before it was sent.
+        // Over the memory limit, committed WAL goes even if an acceptor lacks it: it is on a
+        // quorum, from where that acceptor reads it back, chunk by chunk, when it gets there
+        // (also a connected one that is catching up: it is streamed from the recovered
+        // chunks). So the buffer stays bounded however far anyone lags.
         if leader.wal.len() > self.config.max_buffer_bytes {
             let keep_from = Lsn(leader.wal.end().0 - self.config.max_buffer_bytes / 2);
-            let mut target = keep_from.min(leader.commit_lsn);
-            for sk in &self.sks {
-                if let Phase::Active(st) = &sk.phase {
-                    target = target.min(st.next);
-                }
-            }
+            let target = keep_from.min(leader.commit_lsn);
             let batch = TRIM_BATCH.min(self.config.max_buffer_bytes / 4);
             if target.0 >= leader.wal.start().0 + batch {
                 leader.wal.trim_to(target);
@@ -945,8 +957,14 @@ impl Proposer {
             };
             let mut sent = false;
             while s.next < leader.wal.end() && s.next.0.saturating_sub(s.flush.0) < s.window {
-                let Some(chunk) = leader.wal.get(s.next, self.config.max_append_bytes) else {
-                    break; // below the buffer: waits for the donor's WAL
+                let max = self.config.max_append_bytes;
+                let chunk = if s.next < leader.wal.start() {
+                    leader.recovered.as_ref().and_then(|r| r.get(s.next, max))
+                } else {
+                    leader.wal.get(s.next, max)
+                };
+                let Some(chunk) = chunk else {
+                    break; // below the buffer and the recovered chunk: waits for a fetch
                 };
                 let end = Lsn(s.next.0 + chunk.len() as u64);
                 out.push((
@@ -973,8 +991,12 @@ impl Proposer {
         }
     }
 
-    /// Asks the donor for WAL that an active safekeeper needs and the buffer lacks.
+    /// Asks the donor for the next chunk of WAL that an active safekeeper needs and memory
+    /// lacks: from the slowest such safekeeper's position, at most
+    /// [`ProposerConfig::fetch_chunk_bytes`]. While the slowest one is being streamed from
+    /// the recovered chunk nothing more is fetched; once no one needs it, it is dropped.
     fn maybe_fetch(&mut self) {
+        let chunk = self.config.fetch_chunk_bytes();
         let Some(leader) = &mut self.leader else {
             return;
         };
@@ -993,9 +1015,13 @@ impl Proposer {
             .min();
         let Some(start) = needed else {
             leader.fetch = Fetch::Idle;
+            leader.recovered = None;
             return;
         };
-        let end = leader.wal.start();
+        if leader.recovered.as_ref().is_some_and(|r| r.covers(start)) {
+            return;
+        }
+        let end = Lsn(start.0.saturating_add(chunk)).min(leader.wal.start());
         leader.fetch = Fetch::InFlight { start, end };
         // Below the term start only the donor has our log. Above it, any acceptor that
         // acknowledged `end` in our term has exactly our WAL up to there (it continued our
@@ -1055,16 +1081,15 @@ impl Proposer {
             Fetch::InFlight { start, end } => Some((start, end)),
             _ => None,
         };
-        let ok = want.is_some_and(|(s, e)| {
-            s == start && e.0 == s.0 + bytes.len() as u64 && e == leader.wal.start()
-        });
-        if !ok || !leader.wal.prepend(start, bytes) {
+        let ok = want.is_some_and(|(s, e)| s == start && e.0 == s.0 + bytes.len() as u64);
+        if !ok {
             return Err(InputError::UnexpectedDonorWal {
                 start,
                 len: bytes.len(),
                 want,
             });
         }
+        leader.recovered = Some(RecoveredWal::new(start, Bytes::copy_from_slice(bytes)));
         leader.fetch = Fetch::Idle;
         self.pump();
         self.maybe_fetch();

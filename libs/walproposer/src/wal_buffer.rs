@@ -121,9 +121,61 @@ impl WalBuffer {
     }
 }
 
+/// One chunk of the proposer's WAL below the [`WalBuffer`], read back from a safekeeper for
+/// acceptors that lag: `[start, start + len)`, at most the configured fetch chunk. A lagging
+/// acceptor is streamed from it and the next chunk is fetched when it has been sent, so
+/// catching up on any amount of WAL holds a bounded amount of memory.
+#[derive(Debug, Clone)]
+pub struct RecoveredWal {
+    start: Lsn,
+    bytes: Bytes,
+}
+
+impl RecoveredWal {
+    /// The chunk `bytes` at `start`.
+    pub fn new(start: Lsn, bytes: Bytes) -> Self {
+        RecoveredWal { start, bytes }
+    }
+
+    /// The first LSN held.
+    pub fn start(&self) -> Lsn {
+        self.start
+    }
+
+    /// The LSN after the last byte held.
+    pub fn end(&self) -> Lsn {
+        Lsn(self.start.0 + self.bytes.len() as u64)
+    }
+
+    /// Whether `lsn` is held.
+    pub fn covers(&self, lsn: Lsn) -> bool {
+        self.start <= lsn && lsn < self.end()
+    }
+
+    /// Up to `max_len` bytes from `from` (a slice, not a copy), or `None` outside the chunk.
+    pub fn get(&self, from: Lsn, max_len: usize) -> Option<Bytes> {
+        if !self.covers(from) || max_len == 0 {
+            return None;
+        }
+        let off = (from.0 - self.start.0) as usize;
+        let len = max_len.min(self.bytes.len() - off);
+        Some(self.bytes.slice(off..off + len))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recovered_chunks_hand_out_slices() {
+        let r = RecoveredWal::new(Lsn(10), Bytes::from_static(&[1, 2, 3, 4]));
+        assert_eq!((r.start(), r.end()), (Lsn(10), Lsn(14)));
+        assert!(r.covers(Lsn(10)) && r.covers(Lsn(13)) && !r.covers(Lsn(14)));
+        assert_eq!(r.get(Lsn(11), 2).unwrap().as_ref(), &[2, 3]);
+        assert_eq!(r.get(Lsn(12), 10).unwrap().as_ref(), &[3, 4]);
+        assert!(r.get(Lsn(9), 1).is_none() && r.get(Lsn(14), 1).is_none());
+    }
 
     #[test]
     fn append_prepend_trim_get() {

@@ -21,6 +21,9 @@ use tracing::debug;
 use super::{Event, SafekeepersConf};
 use crate::SkId;
 
+/// Most encoded bytes buffered per connection before they are flushed.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
+
 /// Largest acceptor message accepted (they are small; this is generous).
 const MAX_ACCEPTOR_MESSAGE: usize = 1024 * 1024;
 
@@ -127,12 +130,18 @@ async fn run(
     let mut writer_task = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             let mut next = Some(msg);
-            // Encode everything queued, then one flush.
+            // Encode what is queued, up to a batch, then one flush: a whole window of WAL
+            // queued for a slow safekeeper must not be copied into the write buffer at once
+            // (it would stay allocated, a window per connection).
             while let Some(m) = next {
                 writer
                     .write_copy_data_with(|buf: &mut BytesMut| m.encode(buf))
                     .map_err(|e| format!("encoding {}: {e}", m.name()))?;
-                next = rx.try_recv().ok();
+                next = if writer.buffered() < WRITE_BATCH_BYTES {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
             writer
                 .flush()

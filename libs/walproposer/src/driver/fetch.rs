@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use pq_proto::replication::ReplicationMessage;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use utils::Lsn;
 
 use super::connection::open;
@@ -20,8 +21,10 @@ use super::{Event, SafekeepersConf};
 use crate::FetchRequest;
 use crate::compute::write_standby_status;
 
-/// A fetch that sends nothing for this long is abandoned (and retried by the proposer).
-const FETCH_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A fetch that delivers no WAL for this long is abandoned (and retried by the proposer).
+/// Keepalives do not count: a safekeeper that stays connected but sends no WAL (stuck disk,
+/// wedged timeline) must not hold recovery, which reads one chunk at a time, forever.
+const FETCH_PROGRESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The running fetch; dropping it cancels it.
 #[derive(Debug)]
@@ -80,10 +83,11 @@ async fn read(req: &FetchRequest, conf: &SafekeepersConf) -> Result<bytes::Bytes
     let (mut reader, mut writer) = conn.into_split();
     let mut out = BytesMut::with_capacity(len);
     let mut next = req.start;
+    let mut deadline = Instant::now() + FETCH_PROGRESS_TIMEOUT;
     while out.len() < len {
-        let data = tokio::time::timeout(FETCH_IDLE_TIMEOUT, reader.read_copy_data(1 << 24))
+        let data = tokio::time::timeout_at(deadline, reader.read_copy_data(1 << 24))
             .await
-            .map_err(|_| format!("{addr} sent nothing for {FETCH_IDLE_TIMEOUT:?}"))?
+            .map_err(|_| format!("{addr} sent no WAL for {FETCH_PROGRESS_TIMEOUT:?}"))?
             .map_err(|e| format!("reading WAL from {addr}: {e}"))?
             .ok_or_else(|| format!("{addr} ended the stream at {next}"))?;
         match ReplicationMessage::decode(&data).map_err(|e| format!("from {addr}: {e}"))? {
@@ -97,6 +101,9 @@ async fn read(req: &FetchRequest, conf: &SafekeepersConf) -> Result<bytes::Bytes
                 let take = x.data.len().min(len - out.len());
                 out.extend_from_slice(&x.data[..take]);
                 next = Lsn(next.0 + take as u64);
+                if take > 0 {
+                    deadline = Instant::now() + FETCH_PROGRESS_TIMEOUT;
+                }
             }
             ReplicationMessage::Keepalive(k) => {
                 if k.reply_requested {

@@ -678,19 +678,64 @@ fn over_the_buffer_limit_committed_wal_is_dropped_and_recovered_from_a_safekeepe
             _ => None,
         })
         .expect("a recovery read");
-    assert_eq!((fetch.donor, fetch.start, fetch.end), (other, BOOT, start));
-    // The answer fills the buffer's front and sk2 streams from the start; over the limit
-    // again, the buffer still keeps everything sk2 has not been sent.
-    let len = (start.0 - BOOT.0) as usize;
-    h.p.donor_wal(BOOT, &vec![7u8; len]).unwrap();
-    h.ack(other.0, 1, end);
-    let sent = h.sent();
-    let to2 = appends(&sent, 2);
-    assert_eq!(to2.first().unwrap().h.begin_lsn, BOOT);
-    let next2 = to2.last().unwrap().h.end_lsn;
+    // It is read back chunk by chunk, each from where sk2 has got to, and sk2 is streamed
+    // from each chunk: recovery holds one chunk, never all of [BOOT, start).
+    let chunk = h.p.config.fetch_chunk_bytes();
+    assert_eq!(chunk, 250, "an eighth of the 2000-byte buffer limit");
+    let (mut fetch, mut sent2, mut fetches) = (fetch, BOOT, 0);
+    loop {
+        assert_eq!((fetch.donor, fetch.start), (other, sent2), "the next chunk");
+        assert_eq!(fetch.end, Lsn((sent2.0 + chunk).min(start.0)));
+        let len = (fetch.end.0 - fetch.start.0) as usize;
+        h.p.donor_wal(fetch.start, &vec![7u8; len]).unwrap();
+        fetches += 1;
+        let mut next_fetch = None;
+        loop {
+            let mut progressed = false;
+            for a in h.actions() {
+                match a {
+                    Action::Send {
+                        sk: SkId(2),
+                        msg: ProposerMessage::AppendRequest(r),
+                    } if !r.wal_data.is_empty() => {
+                        assert_eq!(r.h.begin_lsn, sent2, "contiguous");
+                        sent2 = r.h.end_lsn;
+                        progressed = true;
+                    }
+                    Action::FetchFromDonor(f) => next_fetch = Some(f),
+                    _ => {}
+                }
+            }
+            if !progressed {
+                break;
+            }
+            h.ack(2, 1, sent2.0);
+        }
+        let leader = h.p.leader.as_ref().unwrap();
+        let held = leader
+            .recovered
+            .as_ref()
+            .map_or(0, |r| r.end().0 - r.start().0);
+        assert!(
+            held <= chunk && leader.wal.len() <= 2000,
+            "recovery memory is bounded"
+        );
+        match next_fetch {
+            Some(f) => fetch = f,
+            None => break,
+        }
+    }
+    assert_eq!(
+        sent2,
+        Lsn(end),
+        "sk2 has everything: recovered WAL, then the buffer's"
+    );
+    assert_eq!(fetches, (start.0 - BOOT.0).div_ceil(chunk));
+    h.ack(2, 1, end);
+    h.actions();
     assert!(
-        h.p.leader.as_ref().unwrap().wal.start() <= next2,
-        "what sk2 has not been sent yet stays"
+        h.p.leader.as_ref().unwrap().recovered.is_none(),
+        "the last chunk is dropped once no one needs it"
     );
 }
 
