@@ -48,7 +48,7 @@ pub fn spawn(
     events: mpsc::UnboundedSender<Event>,
 ) -> FetchHandle {
     let task = tokio::spawn(async move {
-        let result = read(&req, &conf).await;
+        let result = read(&req, &conf, FETCH_PROGRESS_TIMEOUT).await;
         let _ = events.send(Event::Fetched {
             id,
             start: req.start,
@@ -58,7 +58,12 @@ pub fn spawn(
     FetchHandle { id, task }
 }
 
-async fn read(req: &FetchRequest, conf: &SafekeepersConf) -> Result<bytes::Bytes, String> {
+/// Reads `req`; fails if no WAL arrives for `progress_timeout`.
+async fn read(
+    req: &FetchRequest,
+    conf: &SafekeepersConf,
+    progress_timeout: Duration,
+) -> Result<bytes::Bytes, String> {
     let addr = &conf.addrs[req.donor.0];
     let term = req
         .history
@@ -83,11 +88,11 @@ async fn read(req: &FetchRequest, conf: &SafekeepersConf) -> Result<bytes::Bytes
     let (mut reader, mut writer) = conn.into_split();
     let mut out = BytesMut::with_capacity(len);
     let mut next = req.start;
-    let mut deadline = Instant::now() + FETCH_PROGRESS_TIMEOUT;
+    let mut deadline = Instant::now() + progress_timeout;
     while out.len() < len {
         let data = tokio::time::timeout_at(deadline, reader.read_copy_data(1 << 24))
             .await
-            .map_err(|_| format!("{addr} sent no WAL for {FETCH_PROGRESS_TIMEOUT:?}"))?
+            .map_err(|_| format!("{addr} sent no WAL for {progress_timeout:?}"))?
             .map_err(|e| format!("reading WAL from {addr}: {e}"))?
             .ok_or_else(|| format!("{addr} ended the stream at {next}"))?;
         match ReplicationMessage::decode(&data).map_err(|e| format!("from {addr}: {e}"))? {
@@ -102,7 +107,7 @@ async fn read(req: &FetchRequest, conf: &SafekeepersConf) -> Result<bytes::Bytes
                 out.extend_from_slice(&x.data[..take]);
                 next = Lsn(next.0 + take as u64);
                 if take > 0 {
-                    deadline = Instant::now() + FETCH_PROGRESS_TIMEOUT;
+                    deadline = Instant::now() + progress_timeout;
                 }
             }
             ReplicationMessage::Keepalive(k) => {
@@ -117,4 +122,83 @@ async fn read(req: &FetchRequest, conf: &SafekeepersConf) -> Result<bytes::Bytes
         }
     }
     Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use pq_proto::messages::BeMessage;
+    use pq_proto::replication::{PrimaryKeepalive, ReplicationMessage};
+    use pq_proto::{HandshakeConfig, ServerConnection};
+    use safekeeper_api::term::{TermHistory, TermLsn};
+    use tokio::net::TcpListener;
+    use utils::TenantTimelineId;
+
+    use super::*;
+    use crate::SkId;
+
+    /// A safekeeper that accepts `START_REPLICATION` and then only ever sends keepalives
+    /// (asking for replies), as a wedged one would.
+    async fn keepalives_only() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            let (r, w) = sock.into_split();
+            let mut conn = ServerConnection::new(r, w);
+            conn.handshake(&HandshakeConfig::default()).await.unwrap();
+            let _query = conn.read_message(64 * 1024).await.unwrap();
+            conn.write_message(&BeMessage::CopyBothResponse);
+            conn.flush().await.unwrap();
+            loop {
+                let mut buf = BytesMut::new();
+                ReplicationMessage::Keepalive(PrimaryKeepalive {
+                    wal_end: Lsn(0x200_0000),
+                    send_time: 0,
+                    reply_requested: true,
+                })
+                .encode(&mut buf);
+                conn.write_message(&BeMessage::CopyData(&buf));
+                if conn.flush().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn keepalives_without_wal_do_not_hold_a_fetch() {
+        let conf = SafekeepersConf {
+            addrs: vec![keepalives_only().await],
+            ttid: TenantTimelineId::generate(),
+            auth_token: None,
+            allow_timeline_creation: false,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let req = FetchRequest {
+            donor: SkId(0),
+            start: Lsn(0x100_0000),
+            end: Lsn(0x100_1000),
+            history: TermHistory(vec![TermLsn {
+                term: 3,
+                lsn: Lsn(0x100_0000),
+            }]),
+        };
+        let started = std::time::Instant::now();
+        let e = tokio::time::timeout(
+            Duration::from_secs(10),
+            read(&req, &conf, Duration::from_millis(500)),
+        )
+        .await
+        .expect("keepalives kept the fetch alive")
+        .unwrap_err();
+        assert!(e.contains("sent no WAL for 500ms"), "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }
