@@ -21,7 +21,7 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
-use utils::backoff::{self, RetryError, RetryPolicy, retry};
+use utils::backoff::{RetryError, RetryPolicy, retry};
 
 use crate::{
     Download, DownloadOpts, Error, GenericRemoteStorage, Listing, ListingMode, ObjectMeta,
@@ -55,16 +55,9 @@ impl RetryingWrapper {
     where
         Fut: Future<Output = Result<T, Error>>,
     {
-        match retry(&op, self.policy, cancel, |e: &Error| !e.is_transient(), f).await {
-            Ok(v) => Ok(v),
-            Err(RetryError::Permanent(e)) => Err(e),
-            Err(RetryError::Exhausted { attempts, last }) => Err(Error::GaveUp {
-                op,
-                attempts,
-                last: Box::new(last),
-            }),
-            Err(RetryError::Cancelled) => Err(Error::Cancelled),
-        }
+        retry(&op, self.policy, cancel, |e: &Error| !e.is_transient(), f)
+            .await
+            .map_err(|e| stopped(op, e))
     }
 
     /// Retried [`GenericRemoteStorage::list`].
@@ -176,6 +169,19 @@ impl RetryingWrapper {
     }
 }
 
+/// The error a retry loop that stopped without success returns.
+fn stopped(op: String, e: RetryError<Error>) -> Error {
+    match e {
+        RetryError::Permanent(e) => e,
+        RetryError::Exhausted { attempts, last } => Error::GaveUp {
+            op,
+            attempts,
+            last: Box::new(last),
+        },
+        RetryError::Cancelled => Error::Cancelled,
+    }
+}
+
 /// The pages of the listings `open` starts, restarting after a transient error and
 /// skipping every key and prefix up to the last one delivered.
 fn resuming_listing<'a>(
@@ -195,24 +201,13 @@ fn resuming_listing<'a>(
                     Ok(page) => page,
                     Err(e) if e.is_transient() && !cancel.is_cancelled() => {
                         failures += 1;
-                        if policy.max_attempts.is_some_and(|max| failures >= max) {
-                            yield Err(Error::GaveUp {
-                                op: what.clone(),
-                                attempts: failures,
-                                last: Box::new(e),
-                            });
-                            return;
+                        match policy.wait_after_failure(&what, failures, e, cancel).await {
+                            Ok(()) => continue 'listing,
+                            Err(stop) => {
+                                yield Err(stopped(what, stop));
+                                return;
+                            }
                         }
-                        if failures >= policy.warn_after {
-                            tracing::warn!("{what} failed (attempt {failures}), will resume: {e}");
-                        } else {
-                            tracing::info!("{what} failed (attempt {failures}), will resume: {e}");
-                        }
-                        if backoff::sleep(policy.backoff.delay(failures - 1), cancel).await.is_err() {
-                            yield Err(Error::Cancelled);
-                            return;
-                        }
-                        continue 'listing;
                     }
                     Err(e) => {
                         yield Err(e);

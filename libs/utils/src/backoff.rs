@@ -117,6 +117,36 @@ pub struct RetryPolicy {
     pub warn_after: u32,
 }
 
+impl RetryPolicy {
+    /// What to do after failure number `failures` (1-based) of `what` with `err`: at the
+    /// attempt bound, give up ([`RetryError::Exhausted`]); otherwise log it (WARN from
+    /// `warn_after` on) and wait the backoff delay ([`RetryError::Cancelled`] if `cancel`
+    /// fires first). [`retry`] is built on it; so is anything that retries in a shape other
+    /// than one repeated call (a listing resumed page by page).
+    pub async fn wait_after_failure<E: fmt::Display>(
+        &self,
+        what: &str,
+        failures: u32,
+        err: E,
+        cancel: &CancellationToken,
+    ) -> Result<(), RetryError<E>> {
+        if self.max_attempts.is_some_and(|max| failures >= max) {
+            return Err(RetryError::Exhausted {
+                attempts: failures,
+                last: err,
+            });
+        }
+        if failures >= self.warn_after {
+            tracing::warn!("{what} failed (attempt {failures}), will retry: {err}");
+        } else {
+            tracing::info!("{what} failed (attempt {failures}), will retry: {err}");
+        }
+        sleep(self.backoff.delay(failures.saturating_sub(1)), cancel)
+            .await
+            .map_err(|_| RetryError::Cancelled)
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
@@ -162,23 +192,9 @@ where
         if is_permanent(&err) {
             return Err(RetryError::Permanent(err));
         }
-        if policy.max_attempts.is_some_and(|max| attempt >= max) {
-            return Err(RetryError::Exhausted {
-                attempts: attempt,
-                last: err,
-            });
-        }
-        if attempt >= policy.warn_after {
-            tracing::warn!("{what} failed (attempt {attempt}), will retry: {err}");
-        } else {
-            tracing::info!("{what} failed (attempt {attempt}), will retry: {err}");
-        }
-        if sleep(policy.backoff.delay(attempt - 1), cancel)
-            .await
-            .is_err()
-        {
-            return Err(RetryError::Cancelled);
-        }
+        policy
+            .wait_after_failure(what, attempt, err, cancel)
+            .await?;
     }
 }
 
