@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::remote_path::KeyPrefix;
-use crate::support::{ChunkReader, cancellable, guard_stream, timed, upload_parts};
+use crate::support::{ChunkReader, cancellable, guard_stream, timed, upload_parts, within};
 use crate::{
     AzureConfig, Download, DownloadOpts, Error, Etag, Listing, ListingMode, ListingObject,
     MAX_KEYS_PER_DELETE_AZURE, MAX_KEYS_PER_LIST_PAGE, ObjectMeta, RemotePath, RemoteStorage,
@@ -176,28 +176,28 @@ impl AzureBlobStorage {
         Ok(id)
     }
 
+    /// A block upload of `reader` committed by one Put Block List: each request gets the data
+    /// timeout; the caller handles cancellation around the whole.
     async fn put_blocks(
         &self,
         blob: &BlobClient,
         name: &str,
-        first: Bytes,
         reader: &mut ChunkReader,
         metadata: Option<Metadata>,
-        cancel: &CancellationToken,
     ) -> Result<(), Error> {
         let upload = uuid::Uuid::new_v4().simple().to_string();
         let put = |index: u32, data: Bytes| {
             let id = format!("{upload}-{index:06}");
-            timed(self.timeout, cancel, self.put_block(blob, name, id, data))
+            within(self.timeout, self.put_block(blob, name, id, data))
         };
-        let ids = upload_parts(reader, first, UPLOAD_BLOCK_SIZE, BLOCKS_IN_FLIGHT, put).await?;
+        let ids = upload_parts(reader, UPLOAD_BLOCK_SIZE, BLOCKS_IN_FLIGHT, put).await?;
         let list = BlockList {
             blocks: ids
                 .into_iter()
                 .map(BlobBlockType::new_uncommitted)
                 .collect(),
         };
-        timed(self.timeout, cancel, async {
+        within(self.timeout, async {
             let _permit = self.permit().await?;
             let mut req = blob.put_block_list(list);
             if let Some(m) = metadata {
@@ -346,14 +346,7 @@ impl RemoteStorage for AzureBlobStorage {
             })
             .await
         } else {
-            let first = cancellable(cancel, reader.next_chunk(UPLOAD_BLOCK_SIZE))
-                .await?
-                .unwrap_or_default();
-            cancellable(
-                cancel,
-                self.put_blocks(&blob, &name, first, &mut reader, metadata, cancel),
-            )
-            .await
+            cancellable(cancel, self.put_blocks(&blob, &name, &mut reader, metadata)).await
         }
     }
 

@@ -38,7 +38,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::remote_path::KeyPrefix;
-use crate::support::{ChunkReader, cancellable, guard_stream, http_range, timed, upload_parts};
+use crate::support::{
+    ChunkReader, cancellable, guard_stream, http_range, timed, upload_parts, within,
+};
 use crate::{
     Download, DownloadOpts, Error, Etag, Listing, ListingMode, ListingObject,
     MAX_KEYS_PER_DELETE_S3, MAX_KEYS_PER_LIST_PAGE, ObjectMeta, RemotePath, RemoteStorage,
@@ -223,15 +225,15 @@ impl S3Bucket {
             .build())
     }
 
+    /// A multipart upload of `reader`: each request gets the data timeout (creating it, the
+    /// small one); the caller handles cancellation around the whole.
     async fn put_multipart(
         &self,
         key: &str,
-        first: Bytes,
         reader: &mut ChunkReader,
         metadata: Option<HashMap<String, String>>,
-        cancel: &CancellationToken,
     ) -> Result<(), Error> {
-        let upload_id = timed(self.small_timeout, cancel, async {
+        let upload_id = within(self.small_timeout, async {
             let _permit = self.permit().await?;
             self.client
                 .create_multipart_upload()
@@ -258,14 +260,10 @@ impl S3Bucket {
         let result = async {
             let put = |index: u32, data: Bytes| {
                 let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
-                timed(
-                    self.timeout,
-                    cancel,
-                    self.put_part(key, &upload_id, number, data),
-                )
+                within(self.timeout, self.put_part(key, &upload_id, number, data))
             };
-            let parts = upload_parts(reader, first, UPLOAD_PART_SIZE, PARTS_IN_FLIGHT, put).await?;
-            timed(self.timeout, cancel, async {
+            let parts = upload_parts(reader, UPLOAD_PART_SIZE, PARTS_IN_FLIGHT, put).await?;
+            within(self.timeout, async {
                 let _permit = self.permit().await?;
                 self.client
                     .complete_multipart_upload()
@@ -461,14 +459,7 @@ impl RemoteStorage for S3Bucket {
             let data = cancellable(cancel, reader.read_all()).await?;
             timed(self.timeout, cancel, self.put_single(&key, data, metadata)).await
         } else {
-            let first = cancellable(cancel, reader.next_chunk(UPLOAD_PART_SIZE))
-                .await?
-                .unwrap_or_default();
-            cancellable(
-                cancel,
-                self.put_multipart(&key, first, &mut reader, metadata, cancel),
-            )
-            .await
+            cancellable(cancel, self.put_multipart(&key, &mut reader, metadata)).await
         }
     }
 

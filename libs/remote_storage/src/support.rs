@@ -87,17 +87,15 @@ pub(crate) fn guard_stream(
     })
 }
 
-/// Uploads the parts of one multipart (S3) or block (Azure) upload: `first`, then every
-/// further chunk of `part_size` from `reader`, at most `max_in_flight` at once, each with
-/// `put(index, data)` (index from 0, in stream order). Returns the parts' results in index
-/// order.
+/// Uploads the parts of one multipart (S3) or block (Azure) upload: every chunk of
+/// `part_size` from `reader`, at most `max_in_flight` at once, each with `put(index, data)`
+/// (index from 0, in stream order). Returns the parts' results in index order.
 ///
 /// Finished parts are collected *while* the next chunk is read, so a failed part ends the
 /// upload at once (not when the caller's stream yields its next chunk, which may be never)
 /// and a finished part frees its slot and its memory right away.
 pub(crate) async fn upload_parts<T, F, Fut>(
     reader: &mut ChunkReader,
-    first: Bytes,
     part_size: usize,
     max_in_flight: usize,
     mut put: F,
@@ -109,8 +107,7 @@ where
     let mut in_flight = FuturesUnordered::new();
     let mut done: Vec<(u32, T)> = Vec::new();
     let tagged = |index: u32, fut: Fut| async move { fut.await.map(|t| (index, t)) };
-    in_flight.push(tagged(0, put(0, first)));
-    let mut next_index = 1u32;
+    let mut next_index = 0u32;
     let mut reading = true;
     while reading || !in_flight.is_empty() {
         if reading && in_flight.len() < max_in_flight.max(1) {
@@ -330,14 +327,13 @@ mod tests {
         // The caller's stream stalls after the first part; the part fails. The upload must
         // report that failure now, not when the stream next yields (here: after a minute).
         let mut reader = ChunkReader::new(stalls_after(b"abcd"), 100, LONG);
-        let first = reader.next_chunk(4).await.unwrap().unwrap();
         let put = |index: u32, _data: Bytes| async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             Err::<(), _>(Error::Permanent(anyhow::anyhow!("part {index} refused")))
         };
         let r = tokio::time::timeout(
             Duration::from_secs(10),
-            upload_parts(&mut reader, first, 4, 4, put),
+            upload_parts(&mut reader, 4, 4, put),
         )
         .await
         .expect("the failed part must end the upload without waiting for the stream");
@@ -349,7 +345,6 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         let data: &'static [u8] = b"0123456789abcdefghij";
         let mut reader = ChunkReader::new(source(&[data]), data.len() as u64, LONG);
-        let first = reader.next_chunk(2).await.unwrap().unwrap();
         let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let put = |index: u32, data: Bytes| {
             let (now, peak) = (&now, &peak);
@@ -362,7 +357,7 @@ mod tests {
                 Ok((index, data))
             }
         };
-        let parts = upload_parts(&mut reader, first, 2, 3, put).await.unwrap();
+        let parts = upload_parts(&mut reader, 2, 3, put).await.unwrap();
         let indexes: Vec<u32> = parts.iter().map(|(i, _)| *i).collect();
         assert_eq!(indexes, (0..10).collect::<Vec<_>>());
         let joined: Vec<u8> = parts.iter().flat_map(|(_, d)| d.to_vec()).collect();
