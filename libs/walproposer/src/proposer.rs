@@ -156,14 +156,12 @@ pub struct ProposerConfig {
 impl ProposerConfig {
     /// Most WAL one recovery read asks for: an eighth of
     /// [`ProposerConfig::max_buffer_bytes`] (at least one append). With the chunk being
-    /// streamed, the one being read and its copy, recovery adds at most 3/8 of the buffer
-    /// limit, whatever the amount a safekeeper lacks.
+    /// streamed and the one being read, recovery adds at most a quarter of the buffer limit,
+    /// whatever the amount a safekeeper lacks.
     pub fn fetch_chunk_bytes(&self) -> u64 {
         (self.max_buffer_bytes / 8).max(self.max_append_bytes as u64)
     }
-}
 
-impl ProposerConfig {
     /// A configuration with default timers and limits.
     pub fn new(
         ttid: TenantTimelineId,
@@ -1069,8 +1067,9 @@ impl Proposer {
         Ok(())
     }
 
-    /// The answer to [`Action::FetchFromDonor`]: the donor's WAL from `start`.
-    pub fn donor_wal(&mut self, start: Lsn, bytes: &[u8]) -> Result<(), InputError> {
+    /// The answer to [`Action::FetchFromDonor`]: the donor's WAL from `start` (kept as it
+    /// is, without a copy, as the recovered chunk).
+    pub fn donor_wal(&mut self, start: Lsn, bytes: Bytes) -> Result<(), InputError> {
         if self.stopped() {
             return Ok(());
         }
@@ -1089,7 +1088,7 @@ impl Proposer {
                 want,
             });
         }
-        leader.recovered = Some(RecoveredWal::new(start, Bytes::copy_from_slice(bytes)));
+        leader.recovered = Some(RecoveredWal::new(start, bytes));
         leader.fetch = Fetch::Idle;
         self.pump();
         self.maybe_fetch();

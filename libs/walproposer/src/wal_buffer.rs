@@ -1,10 +1,10 @@
 //! The WAL an elected proposer holds in memory to stream to its acceptors.
 //!
-//! One contiguous byte range `[start, end)`: the donor's WAL recovered for acceptors that
-//! lag behind the term start, followed by the WAL the compute produced in this term. It
-//! grows at the end ([`WalBuffer::append`]) as the compute produces WAL, at the front
-//! ([`WalBuffer::prepend`]) when more of the donor's WAL is fetched for a lagging acceptor,
-//! and shrinks at the front ([`WalBuffer::trim_to`]) once every acceptor has it durably.
+//! One contiguous byte range `[start, end)` of the WAL the compute produced in this term. It
+//! grows at the end ([`WalBuffer::append`]) as the compute produces WAL and shrinks at the
+//! front ([`WalBuffer::trim_to`]) once every acceptor has it durably, or beyond the memory
+//! limit once it is committed. WAL below it that a lagging acceptor needs is read back from
+//! a safekeeper, one [`RecoveredWal`] chunk at a time.
 //!
 //! Invariant: the bytes are exactly the proposer's log over `[start, end)`; nothing else is
 //! ever inserted, so a range handed out by [`WalBuffer::get`] is always the proposer's WAL.
@@ -67,20 +67,6 @@ impl WalBuffer {
         let at = self.end();
         self.chunks.push_back((at, Bytes::copy_from_slice(bytes)));
         self.len += bytes.len() as u64;
-    }
-
-    /// Adds `bytes` in front; they must end exactly at [`WalBuffer::start`].
-    /// Returns false (and changes nothing) if they do not.
-    pub fn prepend(&mut self, at: Lsn, bytes: &[u8]) -> bool {
-        if at.0 + bytes.len() as u64 != self.start.0 {
-            return false;
-        }
-        if !bytes.is_empty() {
-            self.chunks.push_front((at, Bytes::copy_from_slice(bytes)));
-            self.len += bytes.len() as u64;
-            self.start = at;
-        }
-        true
     }
 
     /// Drops the bytes below `lsn` (no-op if `lsn` is at or below the start).
@@ -178,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn append_prepend_trim_get() {
+    fn append_trim_get() {
         let mut b = WalBuffer::new(Lsn(100));
         assert_eq!((b.start(), b.end()), (Lsn(100), Lsn(100)));
         assert!(b.get(Lsn(100), 10).is_none());
@@ -186,19 +172,18 @@ mod tests {
         assert_eq!(b.end(), Lsn(104));
         assert_eq!(b.get(Lsn(102), 10).unwrap().as_ref(), &[3, 4]);
         assert_eq!(b.get(Lsn(100), 2).unwrap().as_ref(), &[1, 2]);
-        assert!(!b.prepend(Lsn(97), &[9, 9]), "must end at the start");
-        assert!(b.prepend(Lsn(98), &[7, 8]));
+        b.append(&[5, 6]);
         // A piece ends at its chunk's end; the next one continues.
-        assert_eq!(b.get(Lsn(98), 3).unwrap().as_ref(), &[7, 8]);
-        assert_eq!(b.get(Lsn(100), 3).unwrap().as_ref(), &[1, 2, 3]);
-        assert!(b.get(Lsn(97), 1).is_none());
+        assert_eq!(b.get(Lsn(102), 3).unwrap().as_ref(), &[3, 4]);
+        assert_eq!(b.get(Lsn(104), 3).unwrap().as_ref(), &[5, 6]);
+        assert!(b.get(Lsn(99), 1).is_none());
         b.trim_to(Lsn(101));
         assert_eq!(b.start(), Lsn(101));
         assert_eq!(b.get(Lsn(101), 10).unwrap().as_ref(), &[2, 3, 4]);
         b.trim_to(Lsn(50));
         assert_eq!(b.start(), Lsn(101));
         b.trim_to(Lsn(1000));
-        assert_eq!((b.start(), b.end()), (Lsn(104), Lsn(104)));
+        assert_eq!((b.start(), b.end()), (Lsn(106), Lsn(106)));
     }
 
     /// Random operations against a plain byte vector: the same bytes at every LSN.
@@ -212,7 +197,7 @@ mod tests {
             let (mut model_start, mut model): (u64, Vec<u8>) = (base, Vec::new());
             let mut next = 0u8;
             for _ in 0..200 {
-                match rng.random_range(0..4) {
+                match rng.random_range(0..3) {
                     0 | 1 => {
                         let n = rng.random_range(0..50);
                         let bytes: Vec<u8> = (0..n)
@@ -223,13 +208,6 @@ mod tests {
                             .collect();
                         b.append(&bytes);
                         model.extend_from_slice(&bytes);
-                    }
-                    2 => {
-                        let n = rng.random_range(0..30).min(model_start as usize);
-                        let bytes: Vec<u8> = (0..n).map(|i| i as u8 ^ 0x5a).collect();
-                        assert!(b.prepend(Lsn(model_start - n as u64), &bytes));
-                        model_start -= n as u64;
-                        model.splice(0..0, bytes);
                     }
                     _ => {
                         let to = model_start + rng.random_range(0..=model.len() as u64 + 5);

@@ -909,7 +909,7 @@ impl World {
                             req.start, req.end
                         ));
                         if let Some(core) = &mut self.proposers[p].core
-                            && let Err(e) = core.donor_wal(req.start, &bytes)
+                            && let Err(e) = core.donor_wal(req.start, bytes.into())
                         {
                             return Err(format!("p{p} refused the donor WAL it asked for: {e}"));
                         }

@@ -353,7 +353,7 @@ impl Driver {
                 if self.fetch.as_ref().is_some_and(|f| f.id == id) {
                     self.fetch = None;
                     let ok = match result {
-                        Ok(bytes) => match self.proposer.donor_wal(start, &bytes) {
+                        Ok(bytes) => match self.proposer.donor_wal(start, bytes) {
                             Ok(()) => true,
                             Err(e) => {
                                 self.proposer.donor_fetch_failed(&e.to_string());

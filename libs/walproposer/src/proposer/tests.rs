@@ -258,8 +258,8 @@ fn elected_from_the_donor_with_start_points_and_recovery() {
     );
     assert!(appends(&sent, 0).is_empty());
     // Recovered WAL must be exactly what was asked for.
-    assert!(h.p.donor_wal(Lsn(0x1210), &[2u8; 0xF0]).is_err());
-    h.p.donor_wal(Lsn(0x1200), &[2u8; 0x100]).unwrap();
+    assert!(h.p.donor_wal(Lsn(0x1210), vec![2u8; 0xF0].into()).is_err());
+    h.p.donor_wal(Lsn(0x1200), vec![2u8; 0x100].into()).unwrap();
     let sent = h.sent();
     let to0 = appends(&sent, 0);
     assert_eq!(to0[0].h.begin_lsn, Lsn(0x1200));
@@ -289,7 +289,7 @@ fn commit_counts_only_acknowledgements_at_or_after_the_term_start() {
     h.vote(0, true, 2, 0x1300, &[(1, 0x1000)]);
     h.vote(1, true, 2, 0x1100, &[(1, 0x1000)]);
     h.actions();
-    h.p.donor_wal(Lsn(0x1100), &[1u8; 0x200]).unwrap();
+    h.p.donor_wal(Lsn(0x1100), vec![1u8; 0x200].into()).unwrap();
     h.p.wal_available(Lsn(0x1400), &[2u8; 0x100]).unwrap();
     h.actions();
     // sk1 has caught up to 0x1200 only: below the term start, it does not count.
@@ -687,7 +687,7 @@ fn over_the_buffer_limit_committed_wal_is_dropped_and_recovered_from_a_safekeepe
         assert_eq!((fetch.donor, fetch.start), (other, sent2), "the next chunk");
         assert_eq!(fetch.end, Lsn((sent2.0 + chunk).min(start.0)));
         let len = (fetch.end.0 - fetch.start.0) as usize;
-        h.p.donor_wal(fetch.start, &vec![7u8; len]).unwrap();
+        h.p.donor_wal(fetch.start, vec![7u8; len].into()).unwrap();
         fetches += 1;
         let mut next_fetch = None;
         loop {
