@@ -62,11 +62,7 @@ pub fn wal_seg_sizes() -> impl Iterator<Item = u32> {
 }
 
 fn wal_seg_size_schema() -> utoipa::openapi::Object {
-    utoipa::openapi::ObjectBuilder::new()
-        .schema_type(utoipa::openapi::schema::Type::Integer)
-        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-            utoipa::openapi::KnownFormat::Int64,
-        )))
+    utils::schema::unsigned(u64::from(u32::MAX))
         .description(Some("WAL segment size in bytes"))
         .enum_values(Some(wal_seg_sizes()))
         .build()
