@@ -37,6 +37,7 @@
 //! from the persisted `commit_lsn`.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use postgres_ffi::PgMajorVersion;
@@ -50,6 +51,7 @@ use safekeeper_api::term::{Term, TermHistory, TermLsn};
 use safekeeper_api::{AcceptorMessage, ProposerMessage, ServerInfo};
 use tracing::info;
 use utils::crashsafe::Sync;
+use utils::vfs::{self, Vfs};
 use utils::{Lsn, NodeId, TenantTimelineId};
 
 use crate::control_file::{ControlFileError, ControlFileStore, TimelinePersistentState};
@@ -221,6 +223,7 @@ impl InMemoryPositions {
 
 /// The WAL storage settings for a timeline's persisted state.
 pub fn wal_storage_config(
+    fs: Arc<dyn Vfs>,
     dir: &Path,
     state: &TimelinePersistentState,
     sync: Sync,
@@ -234,6 +237,7 @@ pub fn wal_storage_config(
         return Err(unsupported(format!("wal_seg_size {seg_size}")));
     }
     Ok(WalStorageConfig {
+        fs,
         dir: dir.to_path_buf(),
         ttid,
         seg_size,
@@ -268,7 +272,17 @@ impl Acceptor {
     /// Opens the acceptor of the timeline in `dir`: its control file, then its WAL (which
     /// finds the end of valid WAL from the persisted commit LSN and cuts a torn tail).
     pub fn open(dir: &Path, node_id: NodeId, sync: Sync) -> Result<Self, AcceptorError> {
-        let control = ControlFileStore::load(dir, sync)?;
+        Self::open_in(vfs::os(), dir, node_id, sync)
+    }
+
+    /// [`Acceptor::open`] on `fs` (the simulation's file system).
+    pub fn open_in(
+        fs: Arc<dyn Vfs>,
+        dir: &Path,
+        node_id: NodeId,
+        sync: Sync,
+    ) -> Result<Self, AcceptorError> {
+        let control = ControlFileStore::load_in(fs, dir, sync)?;
         Self::with_control_file(dir, control, node_id, sync)
     }
 
@@ -281,7 +295,7 @@ impl Acceptor {
         sync: Sync,
     ) -> Result<Self, AcceptorError> {
         let state = control.state();
-        let config = wal_storage_config(dir, state, sync)?;
+        let config = wal_storage_config(Arc::clone(control.fs()), dir, state, sync)?;
         let wal = PhysicalStorage::open(
             config,
             WalStartPositions {
@@ -887,7 +901,7 @@ impl Acceptor {
             return Ok(Vec::new());
         }
         let config = self.wal.config();
-        remove_segments_below(&config.dir, config.seg_size, horizon, config.sync)
+        remove_segments_below(config, horizon)
     }
 }
 

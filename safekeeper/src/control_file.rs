@@ -42,6 +42,7 @@
 //! timeline then fails to load and the others keep serving.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use safekeeper_api::membership::Configuration;
@@ -49,6 +50,7 @@ use safekeeper_api::term::{Term, TermHistory, TermHistoryError};
 use safekeeper_api::{INITIAL_TERM, ServerInfo};
 use serde::{Deserialize, Serialize};
 use utils::crashsafe::{self, Sync};
+use utils::vfs::{self, OsFs, Vfs};
 use utils::{Lsn, TenantId, TenantTimelineId, TimelineId};
 
 use crate::metrics;
@@ -414,22 +416,28 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<TimelinePersistentState, Cont
 
 /// Reads and decodes the control file at `path`.
 pub fn load(path: &Path) -> Result<TimelinePersistentState, ControlFileError> {
-    let bytes = std::fs::read(path).map_err(|source| ControlFileError::Io {
+    load_in(&OsFs, path)
+}
+
+/// [`load`] from `fs`.
+pub fn load_in(fs: &dyn Vfs, path: &Path) -> Result<TimelinePersistentState, ControlFileError> {
+    let bytes = fs.read(path).map_err(|source| ControlFileError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     decode(&bytes, path)
 }
 
-/// Durably replaces the control file at `path` with `state`.
+/// Durably replaces the control file at `path` on `fs` with `state`.
 pub fn persist(
+    fs: &dyn Vfs,
     path: &Path,
     state: &TimelinePersistentState,
     sync: Sync,
 ) -> Result<(), ControlFileError> {
     let started = Instant::now();
     let bytes = encode(state, path)?;
-    crashsafe::overwrite(path, &bytes, sync).map_err(|source| ControlFileError::Io {
+    crashsafe::overwrite_in(fs, path, &bytes, sync).map_err(|source| ControlFileError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -441,6 +449,7 @@ pub fn persist(
 /// only after the file did, so it never claims more than the disk holds.
 #[derive(Debug)]
 pub struct ControlFileStore {
+    fs: Arc<dyn Vfs>,
     path: PathBuf,
     sync: Sync,
     state: TimelinePersistentState,
@@ -451,9 +460,16 @@ pub struct ControlFileStore {
 impl ControlFileStore {
     /// Loads `<dir>/safekeeper.control`.
     pub fn load(dir: &Path, sync: Sync) -> Result<Self, ControlFileError> {
+        Self::load_in(vfs::os(), dir, sync)
+    }
+
+    /// [`ControlFileStore::load`] from `fs`, which its later writes (and the WAL storage
+    /// opened over it) use too.
+    pub fn load_in(fs: Arc<dyn Vfs>, dir: &Path, sync: Sync) -> Result<Self, ControlFileError> {
         let path = dir.join(CONTROL_FILE_NAME);
-        let state = load(&path)?;
+        let state = load_in(fs.as_ref(), &path)?;
         Ok(ControlFileStore {
+            fs,
             path,
             sync,
             state,
@@ -467,9 +483,20 @@ impl ControlFileStore {
         state: TimelinePersistentState,
         sync: Sync,
     ) -> Result<Self, ControlFileError> {
+        Self::create_in(vfs::os(), dir, state, sync)
+    }
+
+    /// [`ControlFileStore::create`] on `fs`.
+    pub fn create_in(
+        fs: Arc<dyn Vfs>,
+        dir: &Path,
+        state: TimelinePersistentState,
+        sync: Sync,
+    ) -> Result<Self, ControlFileError> {
         let path = dir.join(CONTROL_FILE_NAME);
-        persist(&path, &state, sync)?;
+        persist(fs.as_ref(), &path, &state, sync)?;
         Ok(ControlFileStore {
+            fs,
             path,
             sync,
             state,
@@ -480,6 +507,11 @@ impl ControlFileStore {
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file system it lives on.
+    pub fn fs(&self) -> &Arc<dyn Vfs> {
+        &self.fs
     }
 
     /// The persisted state.
@@ -494,7 +526,7 @@ impl ControlFileStore {
     /// in an older term than the one on disk, say) could break the protocol's promises.
     pub fn persist(&mut self, state: TimelinePersistentState) -> Result<(), ControlFileError> {
         self.check_not_broken()?;
-        match persist(&self.path, &state, self.sync) {
+        match persist(self.fs.as_ref(), &self.path, &state, self.sync) {
             Ok(()) => {
                 self.state = state;
                 Ok(())

@@ -164,7 +164,8 @@ pub fn create_timeline(
     state.validate().map_err(invalid)?;
     let target = timeline_dir(&conf.datadir, &ttid);
     // The WAL settings must be usable before anything is written.
-    wal_storage_config(&target, &state, sync).map_err(|e| invalid(e.to_string()))?;
+    wal_storage_config(utils::vfs::os(), &target, &state, sync)
+        .map_err(|e| invalid(e.to_string()))?;
     if target.exists() {
         return Err(TimelineError::AlreadyExists { ttid, dir: target });
     }

@@ -11,19 +11,20 @@
 //! for pageservers and replicas, by `flush_lsn` for peers), and WAL below those is never
 //! truncated, so concurrent appends and truncations cannot change bytes the reader returns.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use postgres_ffi::wal_generate::WalWriterConfig;
 use utils::Lsn;
+use utils::vfs::{OpenMode, Vfs, VfsFile};
 
 use crate::wal_storage::{StorageError, WalStorageConfig, segment_path, synthesize_prefix};
 
 /// A sequential reader of one timeline's WAL from some position.
 #[derive(Debug)]
 pub struct WalReader {
+    fs: Arc<dyn Vfs>,
     dir: PathBuf,
     seg_size: u64,
     writer_config: WalWriterConfig,
@@ -31,7 +32,7 @@ pub struct WalReader {
     /// The synthesized bytes of `timeline_start_lsn`'s segment before it, built on first use.
     prefix: Option<Vec<u8>>,
     pos: Lsn,
-    file: Option<(u64, File)>,
+    file: Option<(u64, Arc<dyn VfsFile>)>,
 }
 
 impl WalReader {
@@ -53,6 +54,7 @@ impl WalReader {
             });
         }
         Ok(WalReader {
+            fs: Arc::clone(&config.fs),
             dir: config.dir.clone(),
             seg_size: config.seg_size,
             writer_config: config.writer_config(),
@@ -114,13 +116,13 @@ impl WalReader {
 
     /// The open file of segment `segno`: its final name, or `.partial` while it is being
     /// written (checking the final name again, as the writer may rename it meanwhile).
-    fn segment(&mut self, segno: u64) -> Result<&File, StorageError> {
+    fn segment(&mut self, segno: u64) -> Result<&dyn VfsFile, StorageError> {
         if self.file.as_ref().is_none_or(|(n, _)| *n != segno) {
             let final_path = segment_path(&self.dir, segno, self.seg_size, false);
             let partial_path = segment_path(&self.dir, segno, self.seg_size, true);
             let mut opened = None;
             for path in [&final_path, &partial_path, &final_path] {
-                match File::open(path) {
+                match self.fs.open(path, OpenMode::Read) {
                     Ok(f) => {
                         opened = Some(f);
                         break;
@@ -146,7 +148,7 @@ impl WalReader {
         }
         self.file
             .as_ref()
-            .map(|(_, f)| f)
+            .map(|(_, f)| f.as_ref())
             .ok_or_else(|| StorageError::NotAvailable {
                 dir: self.dir.clone(),
                 lsn: self.pos,

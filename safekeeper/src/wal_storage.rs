@@ -60,23 +60,23 @@
 //! code and its crash tests simple.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres_ffi::decoder::WalDecoderConfig;
 use postgres_ffi::types::TimeLineId;
 use postgres_ffi::wal_generate::{WalWriter, WalWriterConfig};
 use postgres_ffi::wal_segment::{
-    EndOfWalReason, PARTIAL_SUFFIX, find_end_of_wal, find_end_of_wal_in_bytes,
+    EndOfWalReason, PARTIAL_SUFFIX, find_end_of_wal_in_bytes, find_end_of_wal_with,
     parse_xlog_file_name, xlog_file_name,
 };
 use postgres_ffi::{PgMajorVersion, WalDecodeError, WalStreamDecoder};
 use prometheus::IntGauge;
 use tracing::{info, warn};
 use utils::crashsafe::{self, Sync};
+use utils::vfs::{OpenMode, Vfs, VfsFile};
 use utils::{Lsn, TenantTimelineId};
 
 use crate::metrics;
@@ -250,6 +250,8 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sto
 /// Everything that fixes how a timeline's WAL looks on disk.
 #[derive(Debug, Clone)]
 pub struct WalStorageConfig {
+    /// The file system the files live on ([`utils::vfs::os`] but in the simulation).
+    pub fs: Arc<dyn Vfs>,
     /// The timeline directory.
     pub dir: PathBuf,
     /// Which timeline (metric labels).
@@ -324,11 +326,13 @@ pub fn segment_path(dir: &Path, segno: u64, seg_size: u64, partial: bool) -> Pat
 }
 
 /// The segment files in `dir`, by number. Two names for one segment is an error.
-fn list_segments(dir: &Path, seg_size: u64) -> Result<BTreeMap<u64, SegmentFile>, StorageError> {
+fn list_segments(
+    fs: &dyn Vfs,
+    dir: &Path,
+    seg_size: u64,
+) -> Result<BTreeMap<u64, SegmentFile>, StorageError> {
     let mut segs = BTreeMap::new();
-    for entry in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
-        let entry = entry.map_err(io_err("read directory", dir))?;
-        let name = entry.file_name();
+    for name in fs.read_dir(dir).map_err(io_err("read directory", dir))? {
         let Some(name) = name.to_str() else { continue };
         let Some((segno, tli)) = parse_xlog_file_name(name, seg_size) else {
             continue;
@@ -375,25 +379,22 @@ pub fn is_possible_start_lsn(lsn: Lsn, seg_size: u64) -> bool {
 /// Creates segment `segno` as `<name>.partial`, full size, with `prefix` at its start:
 /// written as a temp file and durably renamed, so the segment exists whole or not at all.
 fn create_segment(
+    fs: &dyn Vfs,
     dir: &Path,
     segno: u64,
     seg_size: u64,
     prefix: &[u8],
     sync: Sync,
-) -> Result<File, StorageError> {
+) -> Result<Arc<dyn VfsFile>, StorageError> {
     let path = segment_path(dir, segno, seg_size, true);
     let temp = crashsafe::temp_path_for(&path);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
+    let file = fs
+        .open(&temp, OpenMode::CreateTruncate)
         .map_err(io_err("create", &temp))?;
     let filled = (|| {
         file.set_len(seg_size)
             .map_err(io_err("set length of", &temp))?;
-        preallocate(&file, seg_size, &temp)?;
+        preallocate(file.as_ref(), seg_size, &temp)?;
         if !prefix.is_empty() {
             file.write_all_at(prefix, 0)
                 .map_err(io_err("write", &temp))?;
@@ -402,10 +403,11 @@ fn create_segment(
     })();
     if let Err(e) = filled {
         // A segment whose blocks could not be allocated is never renamed into place.
-        let _ = std::fs::remove_file(&temp);
+        let _ = fs.remove_file(&temp);
         return Err(e);
     }
-    crashsafe::durable_rename(&temp, &path, sync).map_err(io_err("create segment", &path))?;
+    crashsafe::durable_rename_in(fs, &temp, &path, sync)
+        .map_err(io_err("create segment", &path))?;
     Ok(file)
 }
 
@@ -413,11 +415,10 @@ fn create_segment(
 /// creation (before any WAL is acknowledged into it) rather than a later write or
 /// fdatasync. A file system without `fallocate` gets the zeros written instead; any other
 /// failure (ENOSPC, EDQUOT, EIO) is the creation's error.
-fn preallocate(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
-    use nix::errno::Errno;
-    match nix::fcntl::fallocate(file, nix::fcntl::FallocateFlags::empty(), 0, len as i64) {
+fn preallocate(file: &dyn VfsFile, len: u64, path: &Path) -> Result<(), StorageError> {
+    match file.allocate(len) {
         Ok(()) => Ok(()),
-        Err(Errno::EOPNOTSUPP | Errno::ENOSYS) => {
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
             let zeros = vec![0u8; 1 << 20];
             let mut off = 0u64;
             while off < len {
@@ -428,7 +429,7 @@ fn preallocate(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
             }
             Ok(())
         }
-        Err(e) => Err(io_err("preallocate", path)(io::Error::from(e))),
+        Err(e) => Err(io_err("preallocate", path)(e)),
     }
 }
 
@@ -438,14 +439,13 @@ fn preallocate(file: &File, len: u64, path: &Path) -> Result<(), StorageError> {
 /// The caller computes the horizon (see `Timeline::wal_removal_horizon`): it must not exceed
 /// what pageservers have made durable remotely, what is backed up, or `commit_lsn`.
 pub fn remove_segments_below(
-    dir: &Path,
-    seg_size: u64,
+    config: &WalStorageConfig,
     horizon: Lsn,
-    sync: Sync,
 ) -> Result<Vec<u64>, StorageError> {
+    let (fs, dir, seg_size) = (config.fs.as_ref(), config.dir.as_path(), config.seg_size);
     let limit = horizon.segment_number(seg_size);
     let mut removed = Vec::new();
-    for (segno, f) in list_segments(dir, seg_size)? {
+    for (segno, f) in list_segments(fs, dir, seg_size)? {
         if segno >= limit {
             break;
         }
@@ -453,11 +453,11 @@ pub fn remove_segments_below(
             continue;
         }
         let path = segment_path(dir, segno, seg_size, false);
-        fs::remove_file(&path).map_err(io_err("remove", &path))?;
+        fs.remove_file(&path).map_err(io_err("remove", &path))?;
         removed.push(segno);
     }
     if !removed.is_empty() {
-        crashsafe::fsync_dir(dir, sync).map_err(io_err("fsync directory", dir))?;
+        crashsafe::fsync_dir_in(fs, dir, config.sync).map_err(io_err("fsync directory", dir))?;
     }
     Ok(removed)
 }
@@ -469,9 +469,9 @@ pub fn remove_segments_below(
 /// durable. Made under the caller's lock, synced without it, completed under it again.
 #[derive(Debug)]
 pub struct FlushTicket {
-    /// The open segment's number and a duplicate of its descriptor; `None` when there is
-    /// nothing to sync (nothing written since the last sync, or `Sync::No`).
-    file: Option<(u64, File)>,
+    /// The open segment's number and a shared handle of it; `None` when there is nothing
+    /// to sync (nothing written since the last sync, or `Sync::No`).
+    file: Option<(u64, Arc<dyn VfsFile>)>,
     dir: PathBuf,
     seg_size: u64,
     /// `write_lsn` when the ticket was made.
@@ -519,7 +519,7 @@ pub struct PhysicalStorage {
     /// The decoder refused received bytes; it accepts nothing until a truncation.
     decoder_failed: bool,
     /// The open segment (always `.partial`) and its number.
-    file: Option<(u64, File)>,
+    file: Option<(u64, Arc<dyn VfsFile>)>,
     /// Writes to `file` not yet fdatasynced.
     dirty: bool,
     /// When the oldest unflushed write happened.
@@ -538,8 +538,9 @@ impl PhysicalStorage {
     pub fn open(config: WalStorageConfig, start: WalStartPositions) -> Result<Self, StorageError> {
         config.validate()?;
         let dir = config.dir.clone();
-        crashsafe::remove_temp_files(&dir, config.sync).map_err(io_err("clean up", &dir))?;
-        let segs = list_segments(&dir, config.seg_size)?;
+        crashsafe::remove_temp_files_in(config.fs.as_ref(), &dir, config.sync)
+            .map_err(io_err("clean up", &dir))?;
+        let segs = list_segments(config.fs.as_ref(), &dir, config.seg_size)?;
         let mut storage = PhysicalStorage {
             decoder: WalStreamDecoder::new(Lsn::INVALID, config.decoder_config()),
             decoder_failed: false,
@@ -597,9 +598,16 @@ impl PhysicalStorage {
         } else {
             self.local_start_lsn
         };
+        let fs = self.config.fs.as_ref();
         let scan = |from: Lsn| {
-            find_end_of_wal(&dir, PG_TLI, from, self.config.decoder_config())
-                .map_err(io_err("scan WAL in", &dir))
+            find_end_of_wal_with(from, self.config.decoder_config(), |segno| {
+                let Some(f) = segs.get(&segno) else {
+                    return Ok(None);
+                };
+                let path = segment_path(&dir, segno, seg_size, f.partial);
+                fs.read(&path).map(Some)
+            })
+            .map_err(io_err("scan WAL in", &dir))
         };
         let eow = loop {
             let eow = scan(scan_start)?;
@@ -644,7 +652,7 @@ impl PhysicalStorage {
             if f.partial {
                 let from = segment_path(&dir, segno, seg_size, true);
                 let to = segment_path(&dir, segno, seg_size, false);
-                crashsafe::durable_rename(&from, &to, self.config.sync)
+                crashsafe::durable_rename_in(fs, &from, &to, self.config.sync)
                     .map_err(io_err("complete segment", &from))?;
             }
         }
@@ -665,19 +673,18 @@ impl PhysicalStorage {
         let dir = self.config.dir.clone();
         let seg_size = self.config.seg_size;
         let sync = self.config.sync;
+        let fs = Arc::clone(&self.config.fs);
         let target = lsn.segment_number(seg_size);
         self.file = None;
         self.dirty = false;
         for (&segno, f) in segs.range(target + 1..).rev() {
             let path = segment_path(&dir, segno, seg_size, f.partial);
-            fs::remove_file(&path).map_err(io_err("remove", &path))?;
+            fs.remove_file(&path).map_err(io_err("remove", &path))?;
         }
         if let Some(f) = segs.get(&target) {
             let path = segment_path(&dir, target, seg_size, f.partial);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
+            let file = fs
+                .open(&path, OpenMode::ReadWrite)
                 .map_err(io_err("open", &path))?;
             let off = lsn.segment_offset(seg_size);
             file.set_len(off).map_err(io_err("truncate", &path))?;
@@ -687,7 +694,7 @@ impl PhysicalStorage {
             }
             if !f.partial {
                 let partial = segment_path(&dir, target, seg_size, true);
-                crashsafe::durable_rename(&path, &partial, sync)
+                crashsafe::durable_rename_in(fs.as_ref(), &path, &partial, sync)
                     .map_err(io_err("reopen segment", &path))?;
             }
             self.file = Some((target, file));
@@ -700,7 +707,8 @@ impl PhysicalStorage {
                 ),
             });
         }
-        crashsafe::fsync_dir(&dir, sync).map_err(io_err("fsync directory", &dir))?;
+        crashsafe::fsync_dir_in(fs.as_ref(), &dir, sync)
+            .map_err(io_err("fsync directory", &dir))?;
         Ok(())
     }
 
@@ -766,7 +774,14 @@ impl PhysicalStorage {
         let seg_size = self.config.seg_size;
         let prefix = synthesize_prefix(self.config.writer_config(), local_start_lsn);
         let segno = local_start_lsn.segment_number(seg_size);
-        let file = create_segment(&self.config.dir, segno, seg_size, &prefix, self.config.sync)?;
+        let file = create_segment(
+            self.config.fs.as_ref(),
+            &self.config.dir,
+            segno,
+            seg_size,
+            &prefix,
+            self.config.sync,
+        )?;
         self.file = Some((segno, file));
         self.local_start_lsn = local_start_lsn;
         self.reset_positions(local_start_lsn, None);
@@ -798,7 +813,11 @@ impl PhysicalStorage {
                 write_lsn: self.write_lsn,
             });
         }
-        let segs = list_segments(&self.config.dir, self.config.seg_size)?;
+        let segs = list_segments(
+            self.config.fs.as_ref(),
+            &self.config.dir,
+            self.config.seg_size,
+        )?;
         if !segs.is_empty() {
             return Err(StorageError::Inconsistent {
                 dir: self.config.dir.clone(),
@@ -942,15 +961,20 @@ impl PhysicalStorage {
         Ok(())
     }
 
-    fn open_segment(&mut self, segno: u64) -> Result<&File, StorageError> {
+    fn open_segment(&mut self, segno: u64) -> Result<&dyn VfsFile, StorageError> {
         let dir = &self.config.dir;
+        let fs = self.config.fs.as_ref();
         let seg_size = self.config.seg_size;
         if self.file.as_ref().is_none_or(|(n, _)| *n != segno) {
             let path = segment_path(dir, segno, seg_size, true);
-            let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            let file = match fs.open(&path, OpenMode::ReadWrite) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if segment_path(dir, segno, seg_size, false).exists() {
+                    let complete = segment_path(dir, segno, seg_size, false);
+                    if fs
+                        .is_file(&complete)
+                        .map_err(io_err("look up", &complete))?
+                    {
                         return Err(StorageError::Inconsistent {
                             dir: dir.clone(),
                             msg: format!(
@@ -959,7 +983,7 @@ impl PhysicalStorage {
                             ),
                         });
                     }
-                    create_segment(dir, segno, seg_size, &[], self.config.sync)?
+                    create_segment(fs, dir, segno, seg_size, &[], self.config.sync)?
                 }
                 Err(e) => return Err(io_err("open", &path)(e)),
             };
@@ -968,7 +992,7 @@ impl PhysicalStorage {
         }
         self.file
             .as_ref()
-            .map(|(_, f)| f)
+            .map(|(_, f)| f.as_ref())
             .ok_or_else(|| StorageError::Inconsistent {
                 dir: dir.clone(),
                 msg: "no open segment".to_string(),
@@ -1007,7 +1031,10 @@ impl PhysicalStorage {
         let from = segment_path(&self.config.dir, segno, self.config.seg_size, true);
         let to = segment_path(&self.config.dir, segno, self.config.seg_size, false);
         // No directory fsync: if the rename is lost, opening renames it again.
-        fs::rename(&from, &to).map_err(io_err("complete segment", &from))
+        self.config
+            .fs
+            .rename(&from, &to)
+            .map_err(io_err("complete segment", &from))
     }
 
     fn sync_open_file(&mut self) -> Result<(), StorageError> {
@@ -1050,12 +1077,7 @@ impl PhysicalStorage {
         self.check_initialized()?;
         let file = match &self.file {
             Some((segno, f)) if self.dirty && self.config.sync == Sync::Yes => {
-                let clone = f.try_clone().map_err(|source| StorageError::Io {
-                    op: "duplicate descriptor of",
-                    path: segment_path(&self.config.dir, *segno, self.config.seg_size, true),
-                    source,
-                })?;
-                Some((*segno, clone))
+                Some((*segno, Arc::clone(f)))
             }
             _ => None,
         };
@@ -1137,8 +1159,8 @@ impl PhysicalStorage {
         // Written WAL must be readable back for the record-boundary check.
         self.flush()?;
         let prev_record = self.record_ending_at(lsn)?;
-        let result =
-            list_segments(&dir, self.config.seg_size).and_then(|segs| self.cut_tail(lsn, &segs));
+        let result = list_segments(self.config.fs.as_ref(), &dir, self.config.seg_size)
+            .and_then(|segs| self.cut_tail(lsn, &segs));
         if let Err(e) = result {
             self.broken = Some(e.to_string());
             return Err(e);

@@ -109,22 +109,31 @@ pub fn find_end_of_wal(
     config: WalDecoderConfig,
 ) -> io::Result<EndOfWal> {
     let seg_size = config.seg_size;
+    find_end_of_wal_with(start, config, |segno| {
+        let name = xlog_file_name(tli, segno, seg_size);
+        for name in [name.clone(), format!("{name}{PARTIAL_SUFFIX}")] {
+            match fs::read(dir.join(name)) {
+                Ok(d) => return Ok(Some(d)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    })
+}
+
+/// [`find_end_of_wal`] over segments that `read_segment` returns by number (`None`: the
+/// segment does not exist), for callers whose files are not plain `std::fs` ones.
+pub fn find_end_of_wal_with(
+    start: Lsn,
+    config: WalDecoderConfig,
+    mut read_segment: impl FnMut(u64) -> io::Result<Option<Vec<u8>>>,
+) -> io::Result<EndOfWal> {
+    let seg_size = config.seg_size;
     let mut decoder = WalStreamDecoder::new(start, config);
     let mut scan = Scan::new(start);
     let mut segno = start.segment_number(seg_size);
-    loop {
-        let name = xlog_file_name(tli, segno, seg_size);
-        let data = match fs::read(dir.join(&name)) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match fs::read(dir.join(format!("{name}{PARTIAL_SUFFIX}"))) {
-                    Ok(d) => d,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
+    while let Some(data) = read_segment(segno)? {
         let seg_start = segno * seg_size;
         let from = (decoder.available().0 - seg_start) as usize;
         let to = data.len().min(seg_size as usize);

@@ -10,10 +10,16 @@
 //! [`Sync::No`] skips every fsync: tests run thousands of these and do not simulate power
 //! loss. Ordering and atomicity (temp + rename) are kept either way, so a `kill -9` test is
 //! still meaningful with `Sync::No`.
+//!
+//! Every operation has an `_in` form that takes the [`crate::vfs::Vfs`] to work on, so a
+//! simulated file system that forgets what was not fsynced can check the recipe; the plain
+//! forms work on the real one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::vfs::{OpenMode, OsFs, Vfs, VfsFile};
 
 /// Suffix of the temp files this module creates; never a real data file's name.
 pub const TEMP_SUFFIX: &str = "___temp";
@@ -69,45 +75,54 @@ fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
 
 /// fsyncs a directory, making the creations, renames and deletions in it durable.
 pub fn fsync_dir(dir: &Path, sync: Sync) -> io::Result<()> {
+    fsync_dir_in(&OsFs, dir, sync)
+}
+
+/// [`fsync_dir`] on `fs`.
+pub fn fsync_dir_in(fs: &dyn Vfs, dir: &Path, sync: Sync) -> io::Result<()> {
     if sync == Sync::No {
         return Ok(());
     }
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    fs.sync_dir(dir)
         .map_err(|e| with_path(e, "fsync directory", dir))
 }
 
 /// Replaces `path` with `contents`, atomically and durably.
 pub fn overwrite(path: &Path, contents: &[u8], sync: Sync) -> io::Result<()> {
-    overwrite_with(path, sync, |f| f.write_all(contents))
+    overwrite_in(&OsFs, path, contents, sync)
 }
 
-/// Replaces `path` with what `write` writes, atomically and durably.
+/// [`overwrite`] on `fs`.
+pub fn overwrite_in(fs: &dyn Vfs, path: &Path, contents: &[u8], sync: Sync) -> io::Result<()> {
+    overwrite_with(fs, path, sync, |f| f.write_all_at(contents, 0))
+}
+
+/// Replaces `path` with what `write` writes into the (empty) temp file, atomically and
+/// durably.
 ///
 /// If `write` fails, the temp file is removed and `path` keeps its old content.
 pub fn overwrite_with(
+    fs: &dyn Vfs,
     path: &Path,
     sync: Sync,
-    write: impl FnOnce(&mut File) -> io::Result<()>,
+    write: impl FnOnce(&dyn VfsFile) -> io::Result<()>,
 ) -> io::Result<()> {
     let temp = temp_path_for(path);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
+        let file = fs
+            .open(&temp, OpenMode::CreateTruncate)
             .map_err(|e| with_path(e, "create", &temp))?;
-        write(&mut file).map_err(|e| with_path(e, "write", &temp))?;
+        write(file.as_ref()).map_err(|e| with_path(e, "write", &temp))?;
         if sync == Sync::Yes {
             file.sync_all().map_err(|e| with_path(e, "fsync", &temp))?;
         }
         drop(file);
-        durable_rename(&temp, path, sync)
+        // Already fsynced: only the rename is left to make durable.
+        rename_and_sync_dirs(fs, &temp, path, sync)
     })();
     if result.is_err() {
         // Best effort: a leftover temp file is harmless (never read, removed at start-up).
-        let _ = fs::remove_file(&temp);
+        let _ = fs.remove_file(&temp);
     }
     result
 }
@@ -115,23 +130,32 @@ pub fn overwrite_with(
 /// Renames `from` to `to` and makes the rename durable: fsyncs the file first, then the
 /// destination directory (and the source directory when it differs).
 pub fn durable_rename(from: &Path, to: &Path, sync: Sync) -> io::Result<()> {
+    durable_rename_in(&OsFs, from, to, sync)
+}
+
+/// [`durable_rename`] on `fs`.
+pub fn durable_rename_in(fs: &dyn Vfs, from: &Path, to: &Path, sync: Sync) -> io::Result<()> {
     if sync == Sync::Yes {
         // The content must be durable before the name points at it.
-        File::open(from)
+        fs.open(from, OpenMode::Read)
             .and_then(|f| f.sync_all())
             .map_err(|e| with_path(e, "fsync", from))?;
     }
-    fs::rename(from, to).map_err(|e| {
+    rename_and_sync_dirs(fs, from, to, sync)
+}
+
+fn rename_and_sync_dirs(fs: &dyn Vfs, from: &Path, to: &Path, sync: Sync) -> io::Result<()> {
+    fs.rename(from, to).map_err(|e| {
         io::Error::new(
             e.kind(),
             format!("rename {} to {}: {e}", from.display(), to.display()),
         )
     })?;
     let to_dir = parent_dir(to)?;
-    fsync_dir(to_dir, sync)?;
+    fsync_dir_in(fs, to_dir, sync)?;
     let from_dir = parent_dir(from)?;
     if from_dir != to_dir {
-        fsync_dir(from_dir, sync)?;
+        fsync_dir_in(fs, from_dir, sync)?;
     }
     Ok(())
 }
@@ -161,16 +185,25 @@ pub fn create_dir_all(path: &Path, sync: Sync) -> io::Result<()> {
 
 /// Removes the temp files a crash left in `dir` (not recursive); returns how many.
 pub fn remove_temp_files(dir: &Path, sync: Sync) -> io::Result<usize> {
+    remove_temp_files_in(&OsFs, dir, sync)
+}
+
+/// [`remove_temp_files`] on `fs`.
+pub fn remove_temp_files_in(fs: &dyn Vfs, dir: &Path, sync: Sync) -> io::Result<usize> {
     let mut removed = 0;
-    for entry in fs::read_dir(dir).map_err(|e| with_path(e, "read directory", dir))? {
-        let path = entry?.path();
-        if is_temp_file(&path) && path.is_file() {
-            fs::remove_file(&path).map_err(|e| with_path(e, "remove", &path))?;
+    let names = fs
+        .read_dir(dir)
+        .map_err(|e| with_path(e, "read directory", dir))?;
+    for name in names {
+        let path = dir.join(name);
+        if is_temp_file(&path) && fs.is_file(&path)? {
+            fs.remove_file(&path)
+                .map_err(|e| with_path(e, "remove", &path))?;
             removed += 1;
         }
     }
     if removed > 0 {
-        fsync_dir(dir, sync)?;
+        fsync_dir_in(fs, dir, sync)?;
     }
     Ok(removed)
 }
@@ -202,8 +235,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control");
         overwrite(&path, b"old", Sync::No).unwrap();
-        let err = overwrite_with(&path, Sync::No, |f| {
-            f.write_all(b"half of the new con")?;
+        let err = overwrite_with(&OsFs, &path, Sync::No, |f| {
+            f.write_all_at(b"half of the new con", 0)?;
             Err(io::Error::other("disk on fire"))
         })
         .unwrap_err();

@@ -15,6 +15,7 @@ pub mod pg_time;
 pub mod pid_file;
 pub mod schema;
 pub mod shutdown;
+pub mod vfs;
 
 pub use id::{NodeId, TenantId, TenantTimelineId, TimelineId};
 pub use lsn::Lsn;

@@ -1,3 +1,5 @@
+use std::fs;
+
 use postgres_ffi::v15::{RM_XLOG_ID, XLOG_NOOP};
 use postgres_ffi::wal_generate::XLogRecordBuilder;
 use postgres_ffi::xlog_page::XLogPageHeader;
@@ -9,6 +11,7 @@ const SYSID: u64 = 0x5EED;
 
 fn config(dir: &Path) -> WalStorageConfig {
     WalStorageConfig {
+        fs: utils::vfs::os(),
         dir: dir.to_path_buf(),
         ttid: TenantTimelineId::generate(),
         seg_size: SEG,
@@ -431,7 +434,7 @@ fn open_with_commit_at_the_end_of_a_record_from_the_previous_segment() {
         drop(s);
         if remove_previous {
             assert_eq!(
-                remove_segments_below(dir.path(), SEG, end, Sync::No).unwrap(),
+                remove_segments_below(&config(dir.path()), end).unwrap(),
                 [2]
             );
         }
@@ -574,9 +577,9 @@ fn wal_removal_keeps_the_horizon_segment_and_partials() {
     s.write_wal(START, &wal).unwrap();
     s.flush().unwrap();
     assert_eq!(end.segment_number(SEG), 4);
-    let removed = remove_segments_below(dir.path(), SEG, Lsn(3 * SEG + 5), Sync::No).unwrap();
+    let removed = remove_segments_below(&config(dir.path()), Lsn(3 * SEG + 5)).unwrap();
     assert_eq!(removed, vec![2]);
-    let removed = remove_segments_below(dir.path(), SEG, Lsn(9 * SEG), Sync::No).unwrap();
+    let removed = remove_segments_below(&config(dir.path()), Lsn(9 * SEG)).unwrap();
     assert_eq!(removed, vec![3], "the open segment is never removed");
     assert_eq!(
         segment_files(dir.path()),
@@ -657,7 +660,7 @@ fn truncate_at_commit_after_the_previous_segment_was_removed() {
     s.flush().unwrap();
     s.set_commit_lsn(switch_end);
     assert_eq!(
-        remove_segments_below(dir.path(), SEG, switch_end, Sync::No).unwrap(),
+        remove_segments_below(&config(dir.path()), switch_end).unwrap(),
         vec![2]
     );
     s.truncate(switch_end).unwrap();
@@ -695,8 +698,8 @@ fn a_segment_that_does_not_fit_is_an_error_and_leaves_nothing_behind() {
         return;
     };
     let dir = fs.0.path();
-    create_segment(dir, 1, SEG, &[], Sync::No).expect("the first segment fits");
-    let e = create_segment(dir, 2, SEG, &[], Sync::No).unwrap_err();
+    create_segment(&utils::vfs::OsFs, dir, 1, SEG, &[], Sync::No).expect("the first segment fits");
+    let e = create_segment(&utils::vfs::OsFs, dir, 2, SEG, &[], Sync::No).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("preallocate") && msg.contains("No space left"),
