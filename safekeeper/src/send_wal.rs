@@ -31,6 +31,7 @@ use safekeeper_api::PageserverFeedback;
 use safekeeper_api::command::StartReplication;
 use safekeeper_api::models::{WalSenderInfo, WalSenderKind};
 use safekeeper_api::proto::HotStandbyFeedback;
+use safekeeper_api::term::Term;
 use tracing::{Instrument, debug, info};
 use utils::Lsn;
 use utils::pg_time::now_pg_timestamp;
@@ -71,9 +72,9 @@ pub async fn handle(
         }
     };
     match prepare(&tl, &args).await {
-        Ok((reader, initial)) => {
+        Ok((reader, bound)) => {
             let span = tracing::info_span!("walsender", ttid = %tl.ttid(), start = %args.start_lsn);
-            stream(conn, ctx, tl, args, reader, initial)
+            stream(conn, ctx, tl, args, reader, bound)
                 .instrument(span)
                 .await
                 .map(|()| None)
@@ -90,7 +91,7 @@ pub async fn handle(
 async fn prepare(
     tl: &Arc<SharedTimeline>,
     args: &StartReplication,
-) -> Result<(WalReader, TimelineSnapshot), String> {
+) -> Result<(WalReader, StreamBound), String> {
     if let Some(t) = args.timeline
         && t != 1
     {
@@ -113,21 +114,89 @@ async fn prepare(
     let (flush_lsn, reader) = opened;
     let reader = reader.map_err(|e| format!("START_REPLICATION: {e}"))?;
     let snap = tl.snapshot();
-    if let Some(term) = args.term
-        && term != snap.term
-        && term != snap.last_log_term
-    {
-        return Err(format!(
-            "START_REPLICATION: term {term} requested, but this safekeeper is in term {} with last log term {}",
-            snap.term, snap.last_log_term
-        ));
-    }
+    let bound = StreamBound::open(args.term, snap.term, snap.last_log_term)
+        .map_err(|e| format!("START_REPLICATION: {e}"))?;
     if start > flush_lsn {
         // Unlike a PostgreSQL primary, a safekeeper may lag the WAL its clients already
         // have (a standby restored from a base backup of the compute): wait for it.
         debug!(%start, %flush_lsn, "start is ahead of the flush LSN: waiting for WAL");
     }
-    Ok((reader, snap))
+    Ok((reader, bound))
+}
+
+/// How far a `START_REPLICATION` stream may read, decided from the safekeeper's positions
+/// alone (see the module docs). The one definition of the rule: the consensus simulation
+/// serves its donor fetches by it too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamBound {
+    /// No term: up to `commit_lsn`, following it.
+    Committed,
+    /// A term-bound read (a proposer's recovery): up to `flush_lsn`, while the
+    /// safekeeper's `(term, last_log_term)` stay what they were when it began.
+    Term {
+        /// The term the reader asked for.
+        requested: Term,
+        /// The safekeeper's term when streaming began.
+        term: Term,
+        /// Its last log term then.
+        last_log_term: Term,
+    },
+}
+
+impl StreamBound {
+    /// Starts a stream: a requested term must be the safekeeper's term or its last log
+    /// term (it voted for that proposer and has seen no newer one, or holds its WAL).
+    pub fn open(requested: Option<Term>, term: Term, last_log_term: Term) -> Result<Self, String> {
+        let Some(requested) = requested else {
+            return Ok(StreamBound::Committed);
+        };
+        if requested != term && requested != last_log_term {
+            return Err(format!(
+                "term {requested} requested, but this safekeeper is in term {term} with last log term {last_log_term}"
+            ));
+        }
+        Ok(StreamBound::Term {
+            requested,
+            term,
+            last_log_term,
+        })
+    }
+
+    /// The end the stream may read to now; for a term-bound one an error once the
+    /// safekeeper's `(term, last_log_term)` changed (a vote, an election, a truncation): the
+    /// WAL it would send may be cut.
+    pub fn end(
+        &self,
+        term: Term,
+        last_log_term: Term,
+        flush_lsn: Lsn,
+        commit_lsn: Lsn,
+    ) -> Result<Lsn, String> {
+        match *self {
+            StreamBound::Committed => Ok(commit_lsn),
+            StreamBound::Term {
+                requested,
+                term: t0,
+                last_log_term: l0,
+            } => {
+                if (term, last_log_term) != (t0, l0) {
+                    return Err(format!(
+                        "term changed: streaming was for term {requested} (safekeeper term {t0}, last log term {l0}), now term {term} with last log term {last_log_term}"
+                    ));
+                }
+                Ok(flush_lsn)
+            }
+        }
+    }
+
+    fn end_at(&self, snap: &TimelineSnapshot) -> Result<Lsn, String> {
+        self.end(
+            snap.term,
+            snap.last_log_term,
+            snap.flush_lsn,
+            snap.commit_lsn,
+        )
+    }
 }
 
 type Writer = pq_proto::framed::MessageWriter<tokio::net::tcp::OwnedWriteHalf>;
@@ -152,7 +221,7 @@ async fn stream(
     tl: Arc<SharedTimeline>,
     args: StartReplication,
     reader: WalReader,
-    initial: TimelineSnapshot,
+    bound: StreamBound,
 ) -> Result<(), ConnError> {
     let conn_id = ctx.conn_id;
     let _registration = tl.register_walsender(WalSenderInfo {
@@ -198,7 +267,7 @@ async fn stream(
         .instrument(tracing::Span::current()),
     );
 
-    let result = send_loop(&mut writer, ctx, &tl, &args, reader, initial, &mut client).await;
+    let result = send_loop(&mut writer, ctx, &tl, &args, reader, bound, &mut client).await;
     client.abort();
     match result {
         Ok(SendEnd::Client(ClientEnd::Closed)) => {
@@ -303,17 +372,13 @@ async fn send_loop(
     tl: &Arc<SharedTimeline>,
     args: &StartReplication,
     reader: WalReader,
-    initial: TimelineSnapshot,
+    bound: StreamBound,
     client: &mut ClientTask,
 ) -> Result<SendEnd, ConnError> {
     let mut changes = tl.subscribe();
     let mut reader = Some(reader);
     let mut pos = args.start_lsn;
     let mut last_sent = Instant::now();
-    let term_changed = |snap: &TimelineSnapshot| {
-        args.term.is_some()
-            && (snap.term, snap.last_log_term) != (initial.term, initial.last_log_term)
-    };
     loop {
         if ctx.cancel.is_cancelled() {
             return Ok(SendEnd::Stopped("the safekeeper is shutting down".into()));
@@ -328,20 +393,9 @@ async fn send_loop(
             return client_result(client).await;
         }
         let snap = *changes.borrow_and_update();
-        if term_changed(&snap) {
-            return Ok(SendEnd::Stopped(format!(
-                "term changed: streaming was for term {} (safekeeper term {}, last log term {}), now term {} with last log term {}",
-                args.term.unwrap_or_default(),
-                initial.term,
-                initial.last_log_term,
-                snap.term,
-                snap.last_log_term
-            )));
-        }
-        let end = if args.term.is_some() {
-            snap.flush_lsn
-        } else {
-            snap.commit_lsn
+        let end = match bound.end_at(&snap) {
+            Ok(end) => end,
+            Err(changed) => return Ok(SendEnd::Stopped(changed)),
         };
         if pos < end {
             let mut chunk_end = Lsn(pos.0 + (end.0 - pos.0).min(MAX_SEND_SIZE as u64));
@@ -363,7 +417,7 @@ async fn send_loop(
             reader = Some(r);
             let data = data.map_err(|e| ConnError::Other(format!("reading WAL at {pos}: {e}")))?;
             // A term-bound stream must not send what a concurrent election may have cut.
-            if term_changed(&tl.snapshot()) {
+            if bound.end_at(&tl.snapshot()).is_err() {
                 continue;
             }
             let start = pos;

@@ -22,6 +22,8 @@
 
 #[path = "simulation/checker.rs"]
 mod checker;
+#[path = "simulation/fs.rs"]
+mod fs;
 #[path = "simulation/network.rs"]
 mod network;
 #[path = "simulation/nodes.rs"]
@@ -133,13 +135,15 @@ fn totals_line(t: &Stats, with_commits: u64) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     format!(
-        "simulation totals: steps={} elections={} commit_advances={} committed_bytes={} seeds_with_commits={} acceptor_crashes={} log_cuts={} proposer_fatals={} compute_crashes={} connection_breaks={} messages={} lost={} donor_fetches={} acceptor_refusals=[{}]",
+        "simulation totals: steps={} elections={} commit_advances={} committed_bytes={} seeds_with_commits={} power_losses={} mid_io={} fs_calls={} log_cuts={} proposer_fatals={} compute_crashes={} connection_breaks={} messages={} lost={} donor_fetches={} acceptor_refusals=[{}]",
         t.steps,
         t.elections,
         t.commits,
         t.committed_bytes,
         with_commits,
         t.crashes,
+        t.crashes_mid_io,
+        t.fs_calls,
         t.cuts,
         t.fatals,
         t.kills,
@@ -209,9 +213,10 @@ fn simulation_random_schedules() {
     let started = Instant::now();
     let b = run_batch(seeds.into_iter(), opts, None);
     report(&format!(
-        "simulation: seeds={} violations={}",
+        "simulation: seeds={} violations={} power_losses={}",
         b.seeds,
-        b.violating.len()
+        b.violating.len(),
+        b.totals.crashes
     ));
     report(&format!(
         "{} elapsed={:.1}s",

@@ -15,7 +15,8 @@
 //!    they are periodically and at the end.
 //! 4. **Quorum**: the highest committed LSN is held by a quorum: at least a majority of the
 //!    acceptors have flushed WAL reaching it whose bytes equal the committed log. Down
-//!    acceptors count by their files, which a crash never cuts below the flush LSN.
+//!    acceptors count by what their files hold after the power loss, up to the flush LSN
+//!    they had (a crash in the middle of a truncation may leave less).
 //!
 //! It does not assert that no acceptor ever truncates a committed LSN: an acceptor can hold
 //! other bytes at a committed LSN (from a term that lost) and have them replaced.
@@ -176,14 +177,20 @@ impl Checker {
             return Ok(());
         }
         let from = t.held;
-        let bytes = node.read(from, target)?;
+        // A running node's WAL reaches its flush LSN; a down one's files may end earlier
+        // after a crash in the middle of a truncation (it then holds only what is there).
+        let bytes = if node.acc.is_some() {
+            node.read(from, target)?
+        } else {
+            node.read_available(from, target)?
+        };
         match self.first_difference(from, &bytes) {
             Some(at) => {
                 let t = &mut self.tracks[i];
                 t.held = at;
                 t.diverged = true;
             }
-            None => self.tracks[i].held = target,
+            None => self.tracks[i].held = Lsn(from.0 + bytes.len() as u64),
         }
         Ok(())
     }

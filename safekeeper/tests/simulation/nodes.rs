@@ -1,10 +1,9 @@
-//! The simulated nodes: acceptors (the real [`Acceptor`] over real files, with simulated
-//! power loss) and proposers (the real walproposer core plus a simulated compute that
-//! produces valid WAL).
+//! The simulated nodes: acceptors (the real [`Acceptor`] over the real WAL storage and
+//! control file, on a simulated file system with power loss) and proposers (the real
+//! walproposer core plus a simulated compute that produces valid WAL).
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use postgres_ffi::decoder::WalDecoderConfig;
 use postgres_ffi::wal_generate::{WalWriter, WalWriterConfig};
@@ -12,11 +11,14 @@ use postgres_ffi::wal_segment::find_end_of_wal_in_bytes;
 use rand::Rng;
 use rand::rngs::StdRng;
 use safekeeper::acceptor::Acceptor;
-use safekeeper::wal_storage::{WalReader, WalStorageConfig, segment_path};
-use safekeeper_api::term::{Term, TermHistory};
+use safekeeper::send_wal::StreamBound;
+use safekeeper::wal_storage::{FlushTicket, StorageError, WalReader, WalStorageConfig};
+use safekeeper_api::term::Term;
 use utils::crashsafe::Sync;
 use utils::{Lsn, NodeId};
 use walproposer::Proposer;
+
+use super::fs::{LossMode, SimFs};
 
 /// Reads `[from, to)` with `reader` into an exact-size buffer.
 fn read_exact(mut reader: WalReader, from: Lsn, to: Lsn) -> Result<Vec<u8>, String> {
@@ -41,7 +43,7 @@ fn read_exact(mut reader: WalReader, from: Lsn, to: Lsn) -> Result<Vec<u8>, Stri
 /// them.
 #[derive(Debug)]
 pub struct Down {
-    /// Its flush LSN before the crash: everything below is on disk.
+    /// Its flush LSN before the crash: everything below is durable.
     pub flush: Lsn,
     config: WalStorageConfig,
     timeline_start: Lsn,
@@ -49,95 +51,118 @@ pub struct Down {
     pub restart_at_ms: u64,
 }
 
+/// The acceptor's flush task (the production flush thread's steps, one event each): a
+/// ticket taken under the acceptor, its fdatasync run outside, the result handed back.
+#[derive(Debug)]
+pub struct FlushTask {
+    /// The ticket (`None`: the timeline had no WAL yet).
+    pub ticket: Option<FlushTicket>,
+    /// The fdatasync's outcome, once run.
+    pub synced: Option<Result<(), StorageError>>,
+    /// The proposers whose appends it answers.
+    pub answers: Vec<usize>,
+}
+
 /// One safekeeper's timeline.
 #[derive(Debug)]
 pub struct AcceptorNode {
-    /// The timeline directory.
+    /// The timeline directory (on `fs`).
     pub dir: PathBuf,
+    /// Its machine's file system.
+    pub fs: SimFs,
     /// Its node id.
     pub node_id: NodeId,
     /// The acceptor while it runs.
     pub acc: Option<Acceptor>,
+    /// How many times it was opened (a stream from an earlier run is gone).
+    pub starts: u64,
+    /// The flush in progress.
+    pub flush: Option<FlushTask>,
     /// What is left while it is down.
     pub down: Option<Down>,
 }
 
-/// How a crash treated the unflushed tail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loss {
-    /// Nothing was unflushed.
-    Nothing,
-    /// Everything from this LSN on was lost.
-    From(Lsn),
-    /// Random 512-byte sectors in `[from, write)` were lost (writeback in any order).
-    Sectors(Lsn),
-}
-
 impl AcceptorNode {
-    /// Opens the acceptor on its files (first start or restart).
+    /// The file system as the production code takes it.
+    pub fn vfs(&self) -> Arc<dyn utils::vfs::Vfs> {
+        Arc::new(self.fs.clone())
+    }
+
+    /// Opens the acceptor on its files (first start or restart). A crash armed to fall
+    /// during the opening makes it fail: the caller checks [`SimFs::is_dead`].
     pub fn open(&mut self) -> Result<(), String> {
-        let acc = Acceptor::open(&self.dir, self.node_id, Sync::No)
+        let acc = Acceptor::open_in(self.vfs(), &self.dir, self.node_id, Sync::Yes)
             .map_err(|e| format!("acceptor {} failed to open: {e}", self.node_id))?;
         self.acc = Some(acc);
+        self.starts += 1;
         self.down = None;
         Ok(())
     }
 
-    /// Power loss: drops the acceptor, then destroys WAL written but not flushed (between
-    /// the flush LSN and the write LSN; completed segments were synced when completed). The
-    /// control file is replaced atomically, so the last persisted one survives as is.
-    pub fn crash(&mut self, rng: &mut StdRng, restart_at_ms: u64) -> Result<Loss, String> {
-        let Some(acc) = self.acc.take() else {
-            return Ok(Loss::Nothing);
-        };
-        let flush = acc.flush_lsn();
-        let write = acc.write_lsn();
-        let config = acc.wal().config().clone();
-        let timeline_start = acc.persisted_state().timeline_start_lsn;
-        drop(acc);
-        self.down = Some(Down {
-            flush,
-            config: config.clone(),
-            timeline_start,
-            restart_at_ms,
-        });
-        let seg = config.seg_size;
-        let lo = flush.max(write.segment_start(seg));
-        if !write.is_valid() || lo >= write {
-            return Ok(Loss::Nothing);
+    /// Power loss: drops the acceptor (and its flush in progress) and keeps of its files
+    /// only what the simulated file system lets survive. Returns how unsynced writes were
+    /// treated.
+    pub fn power_loss(&mut self, rng: &mut StdRng, restart_at_ms: u64) -> LossMode {
+        self.flush = None;
+        if let Some(acc) = self.acc.take() {
+            self.down = Some(Down {
+                flush: acc.flush_lsn(),
+                config: acc.wal().config().clone(),
+                timeline_start: acc.persisted_state().timeline_start_lsn,
+                restart_at_ms,
+            });
+        } else if let Some(d) = &mut self.down {
+            // It died again while opening: what it had flushed before is still durable.
+            d.restart_at_ms = restart_at_ms;
         }
-        let segno = lo.segment_number(seg);
-        let path = segment_path(&self.dir, segno, seg, true);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("crash: open {}: {e}", path.display()))?;
-        let zero = |from: Lsn, to: Lsn| -> Result<(), String> {
-            let buf = vec![0u8; (to.0 - from.0) as usize];
-            file.write_all_at(&buf, from.segment_offset(seg))
-                .map_err(|e| format!("crash: write {}: {e}", path.display()))
-        };
-        if rng.random_bool(0.6) {
-            let cut = Lsn(rng.random_range(lo.0..=write.0));
-            if cut < write {
-                zero(cut, write)?;
-            }
-            Ok(Loss::From(cut))
+        let mode = if rng.random_bool(0.6) {
+            LossMode::Everything
         } else {
-            let mut at = Lsn(lo.0 & !511);
-            while at < write {
-                let next = Lsn(at.0 + 512);
-                if rng.random_bool(0.5) {
-                    zero(at.max(lo), next.min(write))?;
-                }
-                at = next;
+            LossMode::PartialWriteback
+        };
+        self.fs.power_loss(mode, rng);
+        mode
+    }
+
+    /// Reads `[from, to)` of its WAL, up or down, as the checker (not the node's own I/O:
+    /// see [`SimFs::observe`]).
+    pub fn read(&self, from: Lsn, to: Lsn) -> Result<Vec<u8>, String> {
+        self.fs.observe(|| self.read_wal(from, to))
+    }
+
+    /// Reads as much of `[from, to)` as its files hold, from `from` on, as the checker: a
+    /// crash in the middle of a truncation (legitimate above its commit LSN) can leave a
+    /// down node's files shorter than its flush LSN.
+    pub fn read_available(&self, from: Lsn, to: Lsn) -> Result<Vec<u8>, String> {
+        let mut reader = self
+            .fs
+            .observe(|| match (&self.acc, &self.down) {
+                (Some(acc), _) => acc.wal_reader(from),
+                (None, Some(d)) => WalReader::new(&d.config, d.timeline_start, from),
+                (None, None) => Err(StorageError::NotAvailable {
+                    dir: self.dir.clone(),
+                    lsn: from,
+                    msg: "acceptor neither up nor down".to_string(),
+                }),
+            })
+            .map_err(|e| format!("WAL reader at {from}: {e}"))?;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        // Sector by sector near the end of what exists: a short file ends the read there.
+        loop {
+            let want = (to.0.saturating_sub(reader.position().0) as usize).min(512);
+            if want == 0 {
+                return Ok(out);
             }
-            Ok(Loss::Sectors(lo))
+            match self.fs.observe(|| reader.read(&mut buf[..want], to)) {
+                Ok(0) | Err(_) => return Ok(out),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
         }
     }
 
-    /// Reads `[from, to)` of its WAL, up or down.
-    pub fn read(&self, from: Lsn, to: Lsn) -> Result<Vec<u8>, String> {
+    /// Reads `[from, to)` of its WAL, up or down: the node's own reading.
+    fn read_wal(&self, from: Lsn, to: Lsn) -> Result<Vec<u8>, String> {
         if to <= from {
             return Ok(Vec::new());
         }
@@ -150,28 +175,37 @@ impl AcceptorNode {
         read_exact(reader, from, to)
     }
 
-    /// Reads `[from, to)` only if the acceptor runs and its log still agrees with
-    /// `history` up to `to` (the check a safekeeper serving a proposer's fetch makes).
-    pub fn read_if_consistent(
-        &self,
-        history: &TermHistory,
-        from: Lsn,
-        to: Lsn,
-    ) -> Result<Vec<u8>, String> {
-        if to <= from {
-            return Ok(Vec::new());
-        }
+    /// Starts a term-bound read for a proposer of `term`, by the production walsender's
+    /// rule ([`StreamBound::open`]).
+    pub fn open_term_read(&self, term: Term) -> Result<StreamBound, String> {
         let Some(acc) = &self.acc else {
             return Err("donor is down".to_string());
         };
-        let common =
-            TermHistory::find_highest_common_point(acc.term_history(), history, acc.flush_lsn());
-        match common {
-            Some(p) if p.lsn >= to => self.read(from, to),
-            other => Err(format!(
-                "donor's log no longer holds the proposer's history up to {to} (common point {other:?})"
-            )),
+        StreamBound::open(Some(term), acc.term(), acc.last_log_term())
+    }
+
+    /// Reads `[from, to)` on a term-bound stream opened earlier: served only while the
+    /// production rule allows it ([`StreamBound::end`]), and only WAL the stream may
+    /// send by then (the real stream would wait for more; the simulated one fails).
+    pub fn read_term_bound(
+        &self,
+        bound: &StreamBound,
+        from: Lsn,
+        to: Lsn,
+    ) -> Result<Vec<u8>, String> {
+        let Some(acc) = &self.acc else {
+            return Err("donor is down".to_string());
+        };
+        let end = bound.end(
+            acc.term(),
+            acc.last_log_term(),
+            acc.flush_lsn(),
+            acc.commit_lsn(),
+        )?;
+        if to > from && end < to {
+            return Err(format!("the stream may send only up to {end}, below {to}"));
         }
+        self.read_wal(from, to)
     }
 }
 

@@ -2,8 +2,9 @@
 //! randomly chosen event at a time under virtual time.
 //!
 //! Each step picks one event by weight from those possible now (deliver a queued message,
-//! flush an acceptor, let a compute write WAL, complete a connect or a donor fetch, let
-//! time pass, or a fault: acceptor power loss and restart, a broken connection, a
+//! take a step of an acceptor's flush task, let a compute write WAL, complete a connect or
+//! a step of a donor fetch, let time pass, or a fault: acceptor power loss — now, or armed
+//! to fall between two of its next file-system calls — and restart, a broken connection, a
 //! partition, a lost or reordered message, a compute crash and restart), applies it, ticks
 //! the proposers, carries out their actions, and checks every invariant
 //! ([`super::checker`]). The first violation ends the run with a trace of the last steps.
@@ -20,6 +21,7 @@ use postgres_ffi::wal_generate::{WalWriterConfig, XLogRecordBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use safekeeper::control_file::{ControlFileStore, TimelinePersistentState};
+use safekeeper::send_wal::StreamBound;
 use safekeeper_api::membership::Configuration;
 use safekeeper_api::proto::MAX_WAL_PAYLOAD;
 use safekeeper_api::term::Term;
@@ -31,8 +33,9 @@ use walproposer::{
 };
 
 use super::checker::Checker;
+use super::fs::SimFs;
 use super::network::{Network, Pair};
-use super::nodes::{AcceptorNode, Compute, ProposerNode};
+use super::nodes::{AcceptorNode, Compute, FlushTask, ProposerNode};
 
 const SEG: u64 = 1024 * 1024;
 const SYSID: u64 = 0x5EED;
@@ -60,8 +63,12 @@ pub struct Stats {
     pub commits: u64,
     /// Bytes of committed WAL at the end.
     pub committed_bytes: u64,
-    /// Acceptor power losses.
+    /// Acceptor power losses (immediate ones and armed ones that fell).
     pub crashes: u64,
+    /// Of those, the ones that fell between two file-system calls of an operation.
+    pub crashes_mid_io: u64,
+    /// File-system calls the acceptors made.
+    pub fs_calls: u64,
     /// Proposers ended by a fatal error.
     pub fatals: u64,
     /// Computes crashed by the schedule.
@@ -88,6 +95,8 @@ impl Stats {
         self.commits += o.commits;
         self.committed_bytes += o.committed_bytes;
         self.crashes += o.crashes;
+        self.crashes_mid_io += o.crashes_mid_io;
+        self.fs_calls += o.fs_calls;
         self.fatals += o.fatals;
         self.kills += o.kills;
         self.breaks += o.breaks;
@@ -121,10 +130,13 @@ enum Pending {
         attempt: u64,
         a: usize,
     },
+    /// A donor fetch: opening the stream, then (with its bound) reading.
     Fetch {
         p: usize,
         inc: u32,
         req: FetchRequest,
+        /// The stream's bound and the donor's run it was opened in.
+        bound: Option<(StreamBound, u64)>,
     },
 }
 
@@ -134,6 +146,8 @@ enum Ev {
     Lose(Pair, bool),
     Reorder(Pair, bool),
     Flush(usize),
+    FlushSync(usize),
+    FlushDone(usize),
     Persist(usize),
     Compute(usize),
     Pending(usize),
@@ -272,21 +286,25 @@ impl World {
         let mut acceptors = Vec::new();
         for i in 0..params.acceptors {
             let dir = root.join(format!("sk{i}"));
-            std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+            let fs = SimFs::default();
+            fs.mkdir(&dir);
             let state = TimelinePersistentState::new(
                 ttid,
                 Configuration::empty(),
                 server,
                 SystemTime::UNIX_EPOCH,
             );
-            ControlFileStore::create(&dir, state, Sync::No)
-                .map_err(|e| format!("create timeline {}: {e}", dir.display()))?;
             let mut node = AcceptorNode {
                 dir,
+                fs,
                 node_id: NodeId(i as u64 + 1),
                 acc: None,
+                starts: 0,
+                flush: None,
                 down: None,
             };
+            ControlFileStore::create_in(node.vfs(), &node.dir, state, Sync::Yes)
+                .map_err(|e| format!("create timeline {}: {e}", node.dir.display()))?;
             node.open()?;
             acceptors.push(node);
         }
@@ -352,6 +370,7 @@ impl World {
             }
         }
         self.stats.steps = self.step;
+        self.stats.fs_calls = self.acceptors.iter().map(|a| a.fs.calls()).sum();
         self.stats.cuts = self.checker.cuts;
         self.stats.committed_bytes = self.checker.committed_end().0 - self.base.0;
         RunResult {
@@ -393,6 +412,7 @@ impl World {
         self.net.heal(self.now_ms);
         let ev = self.choose();
         self.apply(ev)?;
+        self.reap_dead()?;
         let now = self.now();
         for p in 0..self.proposers.len() {
             if let Some(core) = &mut self.proposers[p].core {
@@ -401,6 +421,25 @@ impl World {
             }
         }
         self.check()
+    }
+
+    /// Applies the power loss of every acceptor whose armed crash fell.
+    fn reap_dead(&mut self) -> Result<(), String> {
+        for a in 0..self.acceptors.len() {
+            self.died(a)?;
+        }
+        Ok(())
+    }
+
+    /// Whether acceptor `a`'s machine died during its last operation; if so the power loss
+    /// is applied now (the caller must drop whatever that operation produced).
+    fn died(&mut self, a: usize) -> Result<bool, String> {
+        if !self.acceptors[a].fs.is_dead() {
+            return Ok(false);
+        }
+        self.stats.crashes_mid_io += 1;
+        self.power_loss(a, "an armed crash fell between two file-system calls")?;
+        Ok(true)
     }
 
     fn choose(&mut self) -> Ev {
@@ -424,13 +463,19 @@ impl World {
         for (a, node) in self.acceptors.iter().enumerate() {
             match (&node.acc, &node.down) {
                 (Some(acc), _) => {
-                    let asked = self
-                        .net
-                        .links
-                        .iter()
-                        .any(|(&(_, la), l)| la == a && l.need_flush);
-                    if asked || acc.wal().has_unflushed() {
-                        c.push((4.0, Ev::Flush(a)));
+                    match &node.flush {
+                        None => {
+                            let asked = self
+                                .net
+                                .links
+                                .iter()
+                                .any(|(&(_, la), l)| la == a && l.need_flush);
+                            if asked || acc.wal().has_unflushed() {
+                                c.push((4.0, Ev::Flush(a)));
+                            }
+                        }
+                        Some(t) if t.synced.is_none() => c.push((4.0, Ev::FlushSync(a))),
+                        Some(_) => c.push((4.0, Ev::FlushDone(a))),
                     }
                     c.push((0.2, Ev::Persist(a)));
                     c.push((0.012 * f, Ev::Crash(a)));
@@ -490,7 +535,9 @@ impl World {
                     self.log(format!("reordered messages on p{}-a{}", pair.0, pair.1));
                 }
             }
-            Ev::Flush(a) => self.flush(a)?,
+            Ev::Flush(a) => self.begin_flush(a)?,
+            Ev::FlushSync(a) => self.flush_sync(a),
+            Ev::FlushDone(a) => self.complete_flush(a)?,
             Ev::Persist(a) => {
                 if let Some(acc) = &mut self.acceptors[a].acc
                     && let Err(e) = acc.persist_positions_if_needed(true)
@@ -509,7 +556,11 @@ impl World {
             }
             Ev::Crash(a) => self.crash(a)?,
             Ev::Restart(a) => {
-                self.acceptors[a].open()?;
+                let opened = self.acceptors[a].open();
+                if self.died(a)? {
+                    return Ok(());
+                }
+                opened?;
                 let acc = self.acceptors[a]
                     .acc
                     .as_ref()
@@ -563,6 +614,10 @@ impl World {
         };
         let result = acc.process_msg(&msg);
         let desc = describe_proposer_msg(&msg);
+        if self.died(a)? {
+            self.log(format!("p{p} -> a{a}: {desc} => the machine died"));
+            return Ok(());
+        }
         match result {
             Ok(reply) => {
                 if matches!(msg, ProposerMessage::AppendRequest(_))
@@ -614,21 +669,81 @@ impl World {
         Ok(())
     }
 
-    /// The acceptor fdatasyncs and answers every connection that sent appends since.
-    fn flush(&mut self, a: usize) -> Result<(), String> {
+    /// The flush task takes a ticket (under the acceptor, like the production flush
+    /// thread) for everything written so far, to answer every connection that sent
+    /// appends since the last flush.
+    fn begin_flush(&mut self, a: usize) -> Result<(), String> {
         let Some(acc) = &mut self.acceptors[a].acc else {
             return Ok(());
         };
-        match acc.flush() {
+        let ticket = acc.begin_flush();
+        if self.died(a)? {
+            return Ok(());
+        }
+        match ticket {
+            Ok(ticket) => {
+                let mut answers = Vec::new();
+                for (&(p, la), l) in self.net.links.iter_mut() {
+                    if la == a && l.need_flush {
+                        l.need_flush = false;
+                        answers.push(p);
+                    }
+                }
+                let upto = ticket.as_ref().map(|t| t.upto());
+                self.log(format!(
+                    "a{a} flush task: ticket up to {upto:?} for {answers:?}"
+                ));
+                self.acceptors[a].flush = Some(FlushTask {
+                    ticket,
+                    synced: None,
+                    answers,
+                });
+            }
+            Err(e) => {
+                self.count_error(error_kind(&e));
+                self.log(format!("a{a} flush failed: {e}"));
+                for p in self.net.proposers_of(a) {
+                    self.break_link((p, a), false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The flush task's fdatasync, outside the acceptor (appends, votes and truncations
+    /// may come in between).
+    fn flush_sync(&mut self, a: usize) {
+        let Some(task) = &mut self.acceptors[a].flush else {
+            return;
+        };
+        let synced = match &task.ticket {
+            Some(t) => t.sync(),
+            None => Ok(()),
+        };
+        task.synced = Some(synced);
+        self.log(format!("a{a} flush task: fdatasync done"));
+    }
+
+    /// The flush task hands the outcome back and answers.
+    fn complete_flush(&mut self, a: usize) -> Result<(), String> {
+        let node = &mut self.acceptors[a];
+        let (Some(acc), Some(task)) = (&mut node.acc, node.flush.take()) else {
+            return Ok(());
+        };
+        let synced = task.synced.unwrap_or(Ok(()));
+        let result = acc.complete_flush(task.ticket, synced);
+        if self.died(a)? {
+            return Ok(());
+        }
+        match result {
             Ok(resp) => {
                 let msg = AcceptorMessage::AppendResponse(resp);
                 let mut buf = BytesMut::new();
                 msg.encode(&mut buf).map_err(|e| format!("encode: {e}"))?;
                 let bytes = buf.freeze();
                 let mut to = Vec::new();
-                for (&(p, la), l) in self.net.links.iter_mut() {
-                    if la == a && l.need_flush {
-                        l.need_flush = false;
+                for p in task.answers {
+                    if let Some(l) = self.net.links.get_mut(&(p, a)) {
                         l.to_prop.push_back(bytes.clone());
                         to.push(p);
                     }
@@ -649,6 +764,17 @@ impl World {
         Ok(())
     }
 
+    /// All three steps of a flush at once, when no flush is in progress (a server that
+    /// sees its connection close flushes what it received before its threads exit).
+    fn flush_now(&mut self, a: usize) -> Result<(), String> {
+        if self.acceptors[a].acc.is_none() || self.acceptors[a].flush.is_some() {
+            return Ok(());
+        }
+        self.begin_flush(a)?;
+        self.flush_sync(a);
+        self.complete_flush(a)
+    }
+
     /// Destroys a connection and tells the proposer. `server_notices`: the acceptor's
     /// server sees the disconnect and flushes what it received, as the real one does.
     fn break_link(&mut self, pair: Pair, server_notices: bool) -> Result<(), String> {
@@ -657,12 +783,8 @@ impl World {
         }
         self.stats.breaks += 1;
         let (p, a) = pair;
-        if server_notices
-            && self.rng.random_bool(0.5)
-            && let Some(acc) = &mut self.acceptors[a].acc
-            && let Err(e) = acc.flush()
-        {
-            self.count_error(error_kind(&e));
+        if server_notices && self.rng.random_bool(0.5) {
+            self.flush_now(a)?;
         }
         if let Some(core) = &mut self.proposers[p].core {
             core.disconnected(SkId(a));
@@ -671,7 +793,21 @@ impl World {
         Ok(())
     }
 
+    /// A scheduled fault: power loss now, or armed to fall during one of the acceptor's
+    /// next few file-system calls (mid-operation).
     fn crash(&mut self, a: usize) -> Result<(), String> {
+        if self.rng.random_bool(0.5) {
+            let n = self.rng.random_range(0..12);
+            self.acceptors[a].fs.arm_crash(n);
+            self.log(format!("a{a}: power loss armed in {n} file-system calls"));
+            return Ok(());
+        }
+        self.power_loss(a, "scheduled")
+    }
+
+    /// Acceptor `a` loses power: its connections break, its process is gone, and its files
+    /// keep only what was durable (and what partial writeback let through).
+    fn power_loss(&mut self, a: usize, why: &str) -> Result<(), String> {
         self.stats.crashes += 1;
         for p in self.net.proposers_of(a) {
             self.break_link((p, a), false)?;
@@ -681,9 +817,9 @@ impl World {
             .acc
             .as_ref()
             .map(|x| (x.flush_lsn(), x.write_lsn(), x.commit_lsn()));
-        let loss = self.acceptors[a].crash(&mut self.rng, restart_at)?;
+        let mode = self.acceptors[a].power_loss(&mut self.rng, restart_at);
         self.log(format!(
-            "a{a} loses power (flush, write, commit) {before:?}, unflushed WAL: {loss:?}; restarts at {restart_at}ms"
+            "a{a} loses power ({why}): (flush, write, commit) {before:?}, unsynced writes: {mode:?}; restarts at {restart_at}ms"
         ));
         Ok(())
     }
@@ -755,7 +891,12 @@ impl World {
                 }
             }
             Action::Elected(e) => self.on_elected(p, e)?,
-            Action::FetchFromDonor(req) => self.pending.push(Pending::Fetch { p, inc, req }),
+            Action::FetchFromDonor(req) => self.pending.push(Pending::Fetch {
+                p,
+                inc,
+                req,
+                bound: None,
+            }),
             Action::CommitAdvanced(lsn) => self.on_commit(p, lsn)?,
             Action::Fatal(e) => {
                 self.stats.fatals += 1;
@@ -783,11 +924,11 @@ impl World {
         self.elected_terms.insert(e.term, (p, inc));
         // The compute starts from the donor's log (its "basebackup"), read with the same
         // check as a donor fetch.
-        let prefix = match self.acceptors[e.donor.0].read_if_consistent(
-            &e.history,
-            self.base,
-            e.term_start_lsn,
-        ) {
+        let donor = &self.acceptors[e.donor.0];
+        let prefix = match donor
+            .open_term_read(e.term)
+            .and_then(|b| donor.read_term_bound(&b, self.base, e.term_start_lsn))
+        {
             Ok(b) => b,
             Err(reason) => {
                 self.log(format!("p{p}'s compute cannot start: {reason}"));
@@ -888,12 +1029,33 @@ impl World {
                 }
                 self.drain(p)
             }
-            Pending::Fetch { p, inc, req } => {
+            Pending::Fetch { p, inc, req, bound } => {
                 if self.proposers[p].inc != inc || self.proposers[p].core.is_none() {
                     return Ok(());
                 }
                 let d = req.donor.0;
-                match self.acceptors[d].read_if_consistent(&req.history, req.start, req.end) {
+                let term = req.history.last().map(|t| t.term).unwrap_or_default();
+                let read = match bound {
+                    None => match self.acceptors[d].open_term_read(term) {
+                        Ok(bound) => {
+                            // The stream is open; its WAL comes in a later step.
+                            let run = self.acceptors[d].starts;
+                            self.pending.push(Pending::Fetch {
+                                p,
+                                inc,
+                                req,
+                                bound: Some((bound, run)),
+                            });
+                            return Ok(());
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Some((_, run)) if run != self.acceptors[d].starts => {
+                        Err("the stream broke: the donor restarted".to_string())
+                    }
+                    Some((b, _)) => self.acceptors[d].read_term_bound(&b, req.start, req.end),
+                };
+                match read {
                     Ok(bytes) => {
                         self.stats.fetches += 1;
                         if let Some(c) = &self.proposers[p].compute
