@@ -39,7 +39,7 @@ pub trait VfsFile: Send + Sync + fmt::Debug {
     /// Writes at `off`; returns the bytes written.
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<usize>;
     /// The file's length.
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     /// Truncates or extends (with zeros) to `len`.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Allocates blocks for `[0, len)` (`fallocate`), so running out of space fails here.
@@ -101,7 +101,7 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let file = self.open(path, OpenMode::Read)?;
-        let len = usize::try_from(file.len()?).map_err(io::Error::other)?;
+        let len = usize::try_from(file.size()?).map_err(io::Error::other)?;
         let mut buf = vec![0u8; len];
         file.read_exact_at(&mut buf, 0)?;
         Ok(buf)
@@ -127,7 +127,7 @@ impl VfsFile for File {
         FileExt::write_at(self, buf, off)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 
@@ -215,7 +215,7 @@ mod tests {
         let mut buf = [0u8; 5];
         f.read_exact_at(&mut buf, 4096).unwrap();
         assert_eq!(&buf, b"hello");
-        assert_eq!(f.len().unwrap(), 8192);
+        assert_eq!(f.size().unwrap(), 8192);
         let b = dir.path().join("b");
         fs.rename(&a, &b).unwrap();
         fs.sync_dir(dir.path()).unwrap();

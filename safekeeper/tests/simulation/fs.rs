@@ -90,8 +90,8 @@ impl Inode {
             }
             let a = ((s * SECTOR) as usize).min(len);
             let b = (((s + 1) * SECTOR) as usize).min(len);
-            for i in a..b {
-                out[i] = self.data.get(i).copied().unwrap_or(0);
+            for (i, byte) in out[a..b].iter_mut().enumerate() {
+                *byte = self.data.get(a + i).copied().unwrap_or(0);
             }
         }
         self.durable = out.clone();
@@ -186,7 +186,7 @@ impl State {
         Ok(())
     }
 
-    fn split<'a>(&mut self, path: &'a Path) -> io::Result<(&mut Dir, OsString)> {
+    fn split(&mut self, path: &Path) -> io::Result<(&mut Dir, OsString)> {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -343,7 +343,7 @@ impl VfsFile for SimFile {
         })
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         self.with(|i| Ok(i.data.len() as u64))
     }
 
