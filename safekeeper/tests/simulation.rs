@@ -201,6 +201,7 @@ fn simulation_random_schedules() {
     let opts = RunOptions {
         unsafe_rules,
         verbose: std::env::var("STRATA_SIM_VERBOSE").is_ok_and(|v| v == "1"),
+        lying_fsync: std::env::var("STRATA_SIM_LYING_FSYNC").is_ok_and(|v| v == "1"),
     };
     let seeds: Vec<u64> = match env_u64("STRATA_SIM_SEED") {
         Some(s) => vec![s],
@@ -255,8 +256,12 @@ const STOP_AFTER: usize = 4;
 fn negative_control(name: &str, rules: UnsafeRules, max_seeds: u64) -> Batch {
     let opts = RunOptions {
         unsafe_rules: rules,
-        verbose: false,
+        ..RunOptions::default()
     };
+    negative_control_with(name, opts, max_seeds)
+}
+
+fn negative_control_with(name: &str, opts: RunOptions, max_seeds: u64) -> Batch {
     let b = run_batch(1..=max_seeds, opts, Some(STOP_AFTER));
     report(&format!(
         "simulation negative control ({name}): seeds={} violations={}",
@@ -297,6 +302,23 @@ fn simulation_negative_control_commit_counting_old_acks() {
         "  {}",
         totals_line(&b.totals, b.seeds_with_commits)
     ));
+}
+
+/// A disk whose fsync does nothing (the simulated file system's lying mode): lost
+/// acknowledged WAL and forgotten votes must be caught, or the simulation could not tell
+/// durable from not.
+#[test]
+fn simulation_negative_control_lying_fsync() {
+    let opts = RunOptions {
+        lying_fsync: true,
+        ..RunOptions::default()
+    };
+    let b = negative_control_with("fsync is a no-op", opts, 40);
+    assert!(
+        !b.violating.is_empty(),
+        "a disk that never makes anything durable went undetected in {} seeds",
+        b.seeds
+    );
 }
 
 #[test]

@@ -150,6 +150,8 @@ struct State {
     dead: bool,
     /// The checker is looking: calls neither count nor bring an armed crash closer.
     observing: bool,
+    /// A disk that lies: every fsync succeeds and does nothing (negative control).
+    lying: bool,
     /// Calls made (for the statistics).
     calls: u64,
 }
@@ -222,6 +224,16 @@ impl SimFs {
     /// Creates a directory, durably (the simulation's set-up).
     pub fn mkdir(&self, dir: &Path) {
         self.lock().dirs.entry(dir.to_path_buf()).or_default();
+    }
+
+    /// Makes every later fsync (file or directory) a successful no-op: the negative
+    /// control that shows the simulation notices when durability is not really there.
+    pub fn lie_about_fsync(&self) {
+        self.lock().lying = true;
+    }
+
+    fn lying(&self) -> bool {
+        self.lock().lying
     }
 
     /// Arms a crash: the `n`-th call from now (0: the next one) finds the machine dead.
@@ -363,8 +375,11 @@ impl VfsFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let lying = self.fs.lying();
         self.with(|i| {
-            i.sync();
+            if !lying {
+                i.sync();
+            }
             Ok(())
         })
     }
@@ -451,9 +466,116 @@ impl Vfs for SimFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.lock();
         s.call()?;
+        let lying = s.lying;
         let d = s.dirs.get_mut(dir).ok_or_else(|| not_found(dir))?;
-        d.durable = d.live.clone();
-        d.pending.clear();
+        if !lying {
+            d.durable = d.live.clone();
+            d.pending.clear();
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use utils::crashsafe::{self, Sync};
+
+    use super::*;
+
+    fn setup() -> (SimFs, PathBuf) {
+        let fs = SimFs::default();
+        let dir = PathBuf::from("/sim/dir");
+        fs.mkdir(&dir);
+        (fs, dir)
+    }
+
+    #[test]
+    fn power_loss_keeps_exactly_what_was_synced() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let (fs, dir) = setup();
+        let a = dir.join("a");
+        let f = fs.open(&a, OpenMode::CreateTruncate).unwrap();
+        f.write_all_at(b"synced", 0).unwrap();
+        f.sync_data().unwrap();
+        fs.sync_dir(&dir).unwrap();
+        f.write_all_at(b"SYNCED and more", 0).unwrap();
+        let b = dir.join("b");
+        fs.open(&b, OpenMode::CreateTruncate).unwrap();
+        fs.rename(&a, &dir.join("c")).unwrap();
+        fs.power_loss(LossMode::Everything, &mut rng);
+        assert_eq!(fs.read(&a).unwrap(), b"synced");
+        assert!(!fs.is_file(&b).unwrap() && !fs.is_file(&dir.join("c")).unwrap());
+        assert!(
+            f.size().is_err(),
+            "a handle from before the power loss is dead"
+        );
+        // A synced rename survives; an unsynced removal does not take effect.
+        fs.rename(&a, &b).unwrap();
+        fs.sync_dir(&dir).unwrap();
+        fs.remove_file(&b).unwrap();
+        fs.power_loss(LossMode::Everything, &mut rng);
+        assert_eq!(fs.read_dir(&dir).unwrap(), vec![OsString::from("b")]);
+    }
+
+    #[test]
+    fn an_armed_crash_stops_every_later_call() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let (fs, dir) = setup();
+        fs.arm_crash(1);
+        let f = fs.open(&dir.join("a"), OpenMode::CreateTruncate).unwrap();
+        assert!(f.write_all_at(b"x", 0).is_err());
+        assert!(fs.is_dead());
+        assert!(fs.read_dir(&dir).is_err());
+        fs.power_loss(LossMode::PartialWriteback, &mut rng);
+        assert!(!fs.is_dead());
+        assert!(fs.read_dir(&dir).unwrap().len() <= 1);
+    }
+
+    /// `crashsafe::overwrite_in`, crashed at every call and under both loss modes: the file
+    /// is always the whole old or the whole new content, and the new one once the call
+    /// returned Ok.
+    #[test]
+    fn crashsafe_overwrite_is_atomic_and_durable_at_every_crash_point() {
+        let path = PathBuf::from("/sim/dir/safekeeper.control");
+        let (old, new) = (vec![1u8; 3000], vec![2u8; 5000]);
+        for seed in 0..20 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            for n in 0..12 {
+                for mode in [LossMode::Everything, LossMode::PartialWriteback] {
+                    let (fs, _) = setup();
+                    crashsafe::overwrite_in(&fs, &path, &old, Sync::Yes).unwrap();
+                    fs.arm_crash(n);
+                    let ok = crashsafe::overwrite_in(&fs, &path, &new, Sync::Yes).is_ok();
+                    fs.power_loss(mode, &mut rng);
+                    crashsafe::remove_temp_files_in(&fs, Path::new("/sim/dir"), Sync::Yes).unwrap();
+                    let got = fs.read(&path).unwrap();
+                    assert!(got == old || got == new, "seed {seed} crash at {n}: torn");
+                    assert!(!ok || got == new, "seed {seed} crash at {n}: Ok but lost");
+                    assert_eq!(fs.read_dir(Path::new("/sim/dir")).unwrap().len(), 1);
+                }
+            }
+        }
+    }
+
+    /// Negative control of the model: a rename whose directory was never fsynced is lost,
+    /// and a lying disk loses even a "durable" write.
+    #[test]
+    fn the_model_catches_a_missing_or_lying_fsync() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let (fs, dir) = setup();
+        let (tmp, target) = (dir.join("t"), dir.join("f"));
+        let f = fs.open(&tmp, OpenMode::CreateTruncate).unwrap();
+        f.write_all_at(b"data", 0).unwrap();
+        f.sync_all().unwrap();
+        fs.rename(&tmp, &target).unwrap(); // no sync_dir
+        fs.power_loss(LossMode::Everything, &mut rng);
+        assert!(!fs.is_file(&target).unwrap());
+
+        let (fs, _) = setup();
+        fs.lie_about_fsync();
+        crashsafe::overwrite_in(&fs, &target, b"data", Sync::Yes).unwrap();
+        fs.power_loss(LossMode::Everything, &mut rng);
+        assert!(!fs.is_file(&target).unwrap());
     }
 }

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub unsafe_rules: UnsafeRules,
     /// Print every step.
     pub verbose: bool,
+    /// Every acceptor's disk lies about fsync once set up (negative control).
+    pub lying_fsync: bool,
 }
 
 /// Counters of one run (summed over runs for the report).
@@ -305,6 +307,9 @@ impl World {
             };
             ControlFileStore::create_in(node.vfs(), &node.dir, state, Sync::Yes)
                 .map_err(|e| format!("create timeline {}: {e}", node.dir.display()))?;
+            if opts.lying_fsync {
+                node.fs.lie_about_fsync();
+            }
             node.open()?;
             acceptors.push(node);
         }
@@ -560,7 +565,11 @@ impl World {
                 if self.died(a)? {
                     return Ok(());
                 }
-                opened?;
+                if let Err(e) = opened {
+                    // Not a harness problem: the system under test cannot come back.
+                    self.violate(format!("a{a} cannot restart: {e}"));
+                    return Ok(());
+                }
                 let acc = self.acceptors[a]
                     .acc
                     .as_ref()
