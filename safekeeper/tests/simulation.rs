@@ -1,22 +1,31 @@
 //! Deterministic simulation of the consensus protocol: the real walproposer core
-//! (`walproposer::Proposer`) against the real acceptors (`safekeeper::acceptor::Acceptor`,
-//! real files on tmpfs), over a simulated network and disk, under virtual time, with
-//! every random choice drawn from one seeded RNG.
+//! (`walproposer::Proposer`) against the real acceptors (`safekeeper::acceptor::Acceptor`
+//! with its real WAL storage and control file), over a simulated network and a simulated
+//! file system (`simulation/fs.rs`: what was not fsynced is lost on power loss), under
+//! virtual time, with every random choice drawn from one seeded RNG.
 //!
 //! Per seed: 3–5 acceptors, 2–3 proposers that compete (each incarnation campaigns, is
 //! deposed, crashes, restarts), each elected one with a simulated compute producing valid
-//! WAL that continues its donor's log. Faults: acceptor power loss (unflushed WAL lost,
-//! whole or by random sectors) and restart, broken connections, partitions, lost and
-//! reordered messages, compute crashes. The invariants of `simulation/checker.rs` are
-//! checked after every step.
+//! WAL that continues its donor's log, read by the production walsender's rule. The
+//! acceptors' flushes run the production flush thread's steps (ticket, fdatasync,
+//! completion) as separate events. Faults: acceptor power loss — between steps, or armed
+//! to fall between two file-system calls of an operation — which keeps only what was
+//! fsynced (or, in partial-writeback mode, a random part of the rest) and restart, broken
+//! connections, partitions, lost and reordered messages, compute crashes. The invariants
+//! of `simulation/checker.rs` are checked after every step.
 //!
 //! * `STRATA_SIM_SEEDS=<n>`: how many seeds (default 200); `STRATA_SIM_FIRST_SEED=<s>`:
 //!   where to start (default 1).
 //! * `STRATA_SIM_SEED=<seed>`: run only that seed (replay); add `STRATA_SIM_VERBOSE=1` to
 //!   print every step to stderr.
 //!
-//! The summary line `simulation: seeds=<N> violations=<V>` is written straight to stdout
-//! (libtest does not capture that), with totals of what the runs exercised.
+//! * `STRATA_SIM_LYING_FSYNC=1`: the disks' fsync does nothing (replaying the negative
+//!   control).
+//!
+//! The summary line `simulation: seeds=<N> violations=<V> power_losses=<P>` is written
+//! straight to stdout (libtest does not capture that), with totals of what the runs
+//! exercised. Negative controls (a minority quorum, the least advanced donor, a lying
+//! fsync, and Raft's "Figure 8" as a script) must be caught.
 
 #![allow(clippy::unwrap_used)]
 
@@ -52,27 +61,15 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// A fresh directory for the run's files: on tmpfs when there is one (fast; RAM, so each
-/// seed's files are removed when it ends).
-fn sim_root() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    let builder = {
-        let mut b = tempfile::Builder::new();
-        b.prefix("strata-sim-");
-        b
-    };
-    if shm.is_dir()
-        && let Ok(dir) = builder.tempdir_in(shm)
-    {
-        return dir;
-    }
-    builder.tempdir().unwrap()
+/// Where the simulated files live: a path on the simulated file systems only (nothing
+/// touches the real disk).
+fn sim_root() -> PathBuf {
+    PathBuf::from("/strata-sim")
 }
 
 fn run_one(root: &Path, seed: u64, opts: RunOptions) -> RunResult {
     let dir: PathBuf = seed_dir(root, seed);
-    std::fs::create_dir_all(&dir).unwrap();
-    let result = match World::new(seed, &dir, opts) {
+    match World::new(seed, &dir, opts) {
         Ok(w) => w.run(seed),
         Err(e) => RunResult {
             seed,
@@ -80,9 +77,7 @@ fn run_one(root: &Path, seed: u64, opts: RunOptions) -> RunResult {
             violation: None,
             harness_error: Some(e),
         },
-    };
-    std::fs::remove_dir_all(&dir).unwrap();
-    result
+    }
 }
 
 /// What a batch of seeds found.
@@ -109,7 +104,7 @@ fn run_batch(
         seeds_with_commits: 0,
     };
     for seed in seeds {
-        let r = run_one(root.path(), seed, opts);
+        let r = run_one(root.as_path(), seed, opts);
         b.seeds += 1;
         b.totals.add(&r.stats);
         if r.stats.committed_bytes > 0 {
@@ -286,22 +281,46 @@ fn simulation_negative_control_minority_quorum() {
     );
 }
 
-/// Not part of the normal run: this bug (Raft's "commit by counting old-term replicas") needs
-/// a rare interleaving to lose committed WAL, because acceptors refuse to truncate below
-/// their own commit LSN; run it with `--ignored` (and `STRATA_SIM_NEG_SEEDS`) to hunt for it.
+/// Raft's "Figure 8" (commit by counting acknowledgements of older terms' WAL), which
+/// random schedules do not find, played as a script (`simulation/figure8.rs`): with the
+/// unsafe rule the checker must report the committed WAL that a later election truncates;
+/// with the production rule the same script must end clean.
 #[test]
-#[ignore]
-fn simulation_negative_control_commit_counting_old_acks() {
-    let n = env_u64("STRATA_SIM_NEG_SEEDS").unwrap_or(100);
-    let b = negative_control(
-        "commit counts acknowledgements below the term start",
-        OLD_ACKS,
-        n,
-    );
+fn simulation_negative_control_figure8_old_acks() {
+    let root = sim_root();
+    let verbose = std::env::var("STRATA_SIM_VERBOSE").is_ok_and(|v| v == "1");
+    let unsafe_opts = RunOptions {
+        unsafe_rules: OLD_ACKS,
+        verbose,
+        ..RunOptions::default()
+    };
+    let bad = World::figure8(&root.as_path().join("unsafe"), unsafe_opts).unwrap();
     report(&format!(
-        "  {}",
-        totals_line(&b.totals, b.seeds_with_commits)
+        "simulation negative control (figure 8, acks below the term start count): violation={:?}",
+        bad.violation
     ));
+    let trace = bad.trace.join("\n  ");
+    assert!(
+        bad.p2_commit.is_some(),
+        "the script did not reach the unsafe commit:\n  {trace}"
+    );
+    let v = bad
+        .violation
+        .unwrap_or_else(|| panic!("figure 8 went undetected:\n  {trace}"));
+    assert!(v.starts_with("quorum:"), "{v}\n  {trace}");
+
+    let safe_opts = RunOptions {
+        verbose,
+        ..RunOptions::default()
+    };
+    let good = World::figure8(&root.as_path().join("safe"), safe_opts).unwrap();
+    assert!(
+        good.violation.is_none() && good.p2_commit.is_none(),
+        "the production rule in the figure 8 script: violation {:?}, P2 committed {:?}\n  {}",
+        good.violation,
+        good.p2_commit,
+        good.trace.join("\n  ")
+    );
 }
 
 /// A disk whose fsync does nothing (the simulated file system's lying mode): lost
@@ -332,14 +351,14 @@ fn simulation_negative_control_wrong_donor() {
 }
 
 /// Replaying a seed must replay the run: the same seed twice gives the same counters (and
-/// so the same schedule), whatever the machine or the temporary directory.
+/// so the same schedule), whatever the machine: the files are simulated too.
 #[test]
 fn simulation_is_deterministic() {
     let root = sim_root();
     let opts = RunOptions::default();
     for seed in [3, 17] {
-        let a = run_one(root.path(), seed, opts);
-        let b = run_one(root.path(), seed, opts);
+        let a = run_one(root.as_path(), seed, opts);
+        let b = run_one(root.as_path(), seed, opts);
         assert!(a.stats.steps > 0 && a.stats.elections > 0, "{:?}", a.stats);
         assert_eq!(a.stats, b.stats, "seed {seed}");
         assert_eq!(

@@ -37,6 +37,9 @@ use super::fs::SimFs;
 use super::network::{Network, Pair};
 use super::nodes::{AcceptorNode, Compute, FlushTask, ProposerNode};
 
+#[path = "figure8.rs"]
+pub mod figure8;
+
 const SEG: u64 = 1024 * 1024;
 const SYSID: u64 = 0x5EED;
 const TRACE_LEN: usize = 60;
@@ -273,6 +276,16 @@ impl World {
             loss: [0.0, 0.02, 0.1][rng.random_range(0..3)],
             fault: [0.5, 1.0, 2.0, 4.0][rng.random_range(0..4)],
         };
+        Self::with_params(rng, params, root, opts)
+    }
+
+    /// A world with the given parameters (a scripted scenario's).
+    fn with_params(
+        mut rng: StdRng,
+        params: Params,
+        root: &Path,
+        opts: RunOptions,
+    ) -> Result<World, String> {
         // The timeline starts a few pages before the end of segment 1, so WAL crosses
         // into segment 2 in some runs.
         let page = Lsn(2 * SEG - rng.random_range(1..=24u64) * 8192);
@@ -990,6 +1003,13 @@ impl World {
             self.rng.fill_bytes(&mut data);
             records.push(data);
         }
+        self.emit_records(p, records)
+    }
+
+    /// Proposer `p`'s compute writes `records` (NOOP records with these payloads) and hands
+    /// them to its proposer.
+    fn emit_records(&mut self, p: usize, records: Vec<Vec<u8>>) -> Result<(), String> {
+        let n = records.len();
         let node = &mut self.proposers[p];
         let (Some(c), Some(core)) = (&mut node.compute, &mut node.core) else {
             return Ok(());
