@@ -168,22 +168,8 @@ impl World {
         if !self.pending.is_empty() {
             return Some(Ev::Pending(0));
         }
-        for (a, node) in self.acceptors.iter().enumerate() {
-            let Some(acc) = &node.acc else { continue };
-            match &node.flush {
-                None => {
-                    let asked = self
-                        .net
-                        .links
-                        .iter()
-                        .any(|(&(_, la), l)| la == a && l.need_flush);
-                    if asked || acc.wal().has_unflushed() {
-                        return Some(Ev::Flush(a));
-                    }
-                }
-                Some(t) if t.synced.is_none() => return Some(Ev::FlushSync(a)),
-                Some(_) => return Some(Ev::FlushDone(a)),
-            }
+        if let Some(ev) = (0..self.acceptors.len()).find_map(|a| self.flush_step(a)) {
+            return Some(ev);
         }
         for (&pair, link) in &self.net.links {
             if self.net.is_blocked(pair, self.now_ms) {

@@ -20,6 +20,7 @@ use postgres_ffi::v15::{RM_XLOG_ID, XLOG_NOOP};
 use postgres_ffi::wal_generate::{WalWriterConfig, XLogRecordBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
+use safekeeper::acceptor::AcceptorError;
 use safekeeper::control_file::{ControlFileStore, TimelinePersistentState};
 use safekeeper::send_wal::StreamBound;
 use safekeeper_api::membership::Configuration;
@@ -480,20 +481,9 @@ impl World {
         }
         for (a, node) in self.acceptors.iter().enumerate() {
             match (&node.acc, &node.down) {
-                (Some(acc), _) => {
-                    match &node.flush {
-                        None => {
-                            let asked = self
-                                .net
-                                .links
-                                .iter()
-                                .any(|(&(_, la), l)| la == a && l.need_flush);
-                            if asked || acc.wal().has_unflushed() {
-                                c.push((4.0, Ev::Flush(a)));
-                            }
-                        }
-                        Some(t) if t.synced.is_none() => c.push((4.0, Ev::FlushSync(a))),
-                        Some(_) => c.push((4.0, Ev::FlushDone(a))),
+                (Some(_), _) => {
+                    if let Some(ev) = self.flush_step(a) {
+                        c.push((4.0, ev));
                     }
                     c.push((0.2, Ev::Persist(a)));
                     c.push((0.012 * f, Ev::Crash(a)));
@@ -529,6 +519,26 @@ impl World {
             x -= w;
         }
         Ev::Idle
+    }
+
+    /// The next step of acceptor `a`'s flush task, if it has one to take: a ticket when
+    /// appends await an answer or written WAL is unflushed, then the fdatasync, then the
+    /// completion.
+    fn flush_step(&self, a: usize) -> Option<Ev> {
+        let node = &self.acceptors[a];
+        let acc = node.acc.as_ref()?;
+        match &node.flush {
+            None => {
+                let asked = self
+                    .net
+                    .links
+                    .iter()
+                    .any(|(&(_, la), l)| la == a && l.need_flush);
+                (asked || acc.wal().has_unflushed()).then_some(Ev::Flush(a))
+            }
+            Some(t) if t.synced.is_none() => Some(Ev::FlushSync(a)),
+            Some(_) => Some(Ev::FlushDone(a)),
+        }
     }
 
     fn apply(&mut self, ev: Ev) -> Result<(), String> {
@@ -721,13 +731,18 @@ impl World {
                     answers,
                 });
             }
-            Err(e) => {
-                self.count_error(error_kind(&e));
-                self.log(format!("a{a} flush failed: {e}"));
-                for p in self.net.proposers_of(a) {
-                    self.break_link((p, a), false)?;
-                }
-            }
+            Err(e) => self.flush_failed(a, &e)?,
+        }
+        Ok(())
+    }
+
+    /// A failed flush ends every connection of the acceptor (as a failed fdatasync ends the
+    /// server's).
+    fn flush_failed(&mut self, a: usize, e: &AcceptorError) -> Result<(), String> {
+        self.count_error(error_kind(e));
+        self.log(format!("a{a} flush failed: {e}"));
+        for p in self.net.proposers_of(a) {
+            self.break_link((p, a), false)?;
         }
         Ok(())
     }
@@ -775,13 +790,7 @@ impl World {
                     describe_acceptor_msg(&msg)
                 ));
             }
-            Err(e) => {
-                self.count_error(error_kind(&e));
-                self.log(format!("a{a} flush failed: {e}"));
-                for p in self.net.proposers_of(a) {
-                    self.break_link((p, a), false)?;
-                }
-            }
+            Err(e) => self.flush_failed(a, &e)?,
         }
         Ok(())
     }
