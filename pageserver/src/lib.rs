@@ -18,6 +18,7 @@ pub mod layers;
 pub mod metrics;
 pub mod page_cache;
 pub mod page_service;
+pub mod remote_timeline_client;
 pub mod tenant;
 pub mod tenant_manager;
 pub mod timeline;

@@ -207,3 +207,52 @@ pub fn set_synthetic_size(tenant_id: utils::TenantId, size: Option<u64>) {
 pub fn remove_synthetic_size(tenant_id: utils::TenantId) {
     let _ = TENANT_SYNTHETIC_SIZE.remove_label_values(&[&tenant_id.to_string()]);
 }
+
+/// `pageserver_remote_operations_queued{kind}`: remote operations queued or running, over
+/// every timeline's upload queue.
+pub static REMOTE_QUEUE_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    must(
+        register_int_gauge_vec!(
+            "pageserver_remote_operations_queued",
+            "Remote operations queued or running in the upload queues",
+            &["kind"]
+        ),
+        "pageserver_remote_operations_queued",
+    )
+});
+
+/// `pageserver_remote_operation_seconds{kind}`: one operation, retries included.
+pub static REMOTE_OP_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    must(
+        register_histogram_vec!(
+            "pageserver_remote_operation_seconds",
+            "Time of one remote operation of the upload queue, retries included",
+            &["kind"],
+            vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0]
+        ),
+        "pageserver_remote_operation_seconds",
+    )
+});
+
+/// `pageserver_remote_operation_failures_total{kind}`: failed attempts (each is retried).
+pub static REMOTE_OP_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "pageserver_remote_operation_failures_total",
+            "Failed attempts of remote operations (each is retried)",
+            &["kind"]
+        ),
+        "pageserver_remote_operation_failures_total",
+    )
+});
+
+/// `pageserver_remote_upload_bytes_total`: layer and index bytes uploaded.
+pub static REMOTE_UPLOAD_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_remote_upload_bytes_total",
+            "Bytes of layers and indexes uploaded to remote storage"
+        ),
+        "pageserver_remote_upload_bytes_total",
+    )
+});

@@ -1,3 +1,6 @@
 //! Types shared by the pageserver, its clients and the control plane.
 
+pub mod generation;
 pub mod reltag;
+
+pub use generation::Generation;

@@ -34,12 +34,16 @@ pub enum GenericRemoteStorage {
     Retrying(Arc<RetryingWrapper>),
 }
 
+/// Each backend's future is boxed: inline, the S3 and Azure SDK futures would make every
+/// caller's future (and, in debug builds, every poll frame up the chain) as large as all of
+/// them together, enough to overflow a 2 MiB thread stack through the wrappers; one
+/// allocation per remote call is nothing next to the request.
 macro_rules! dispatch {
     ($self:ident, $op:literal, $s:ident => $call:expr) => {
         match $self {
-            GenericRemoteStorage::LocalFs($s) => metered("local_fs", $op, $call).await,
-            GenericRemoteStorage::AwsS3($s) => metered("s3", $op, $call).await,
-            GenericRemoteStorage::AzureBlob($s) => metered("azure", $op, $call).await,
+            GenericRemoteStorage::LocalFs($s) => metered("local_fs", $op, Box::pin($call)).await,
+            GenericRemoteStorage::AwsS3($s) => metered("s3", $op, Box::pin($call)).await,
+            GenericRemoteStorage::AzureBlob($s) => metered("azure", $op, Box::pin($call)).await,
             GenericRemoteStorage::Unreliable($s) => $call.await,
             GenericRemoteStorage::Retrying($s) => $call.await,
         }
