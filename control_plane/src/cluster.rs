@@ -22,7 +22,7 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// Options of `strata init`.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  strata init\n  strata init --num-safekeepers 1 --force\n  strata init --auth"
+    after_help = "Examples:\n  strata init\n  strata init --num-safekeepers 1 --force\n  strata init --auth\n  strata init --remote-storage local\n  strata init --remote-storage s3.toml   (a file holding the remote_storage table, e.g. bucket_name = \"b\"\n                                          bucket_region = \"us-east-1\" endpoint = \"http://127.0.0.1:5000\")"
 )]
 pub struct InitArgs {
     /// Safekeepers in the cluster.
@@ -37,6 +37,10 @@ pub struct InitArgs {
     /// Replace an existing repository (its data is deleted; the cluster must be stopped).
     #[arg(long)]
     force: bool,
+    /// Object storage for the pageservers: `local` (a directory in the repository) or a
+    /// TOML file holding a `remote_storage` table (LocalFs, S3 or Azure fields).
+    #[arg(long, value_name = "local|FILE")]
+    remote_storage: Option<String>,
     /// PostgreSQL 15's server binaries.
     #[arg(
         long,
@@ -208,6 +212,10 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let remote_storage = match args.remote_storage.as_deref() {
+        None => None,
+        Some(spec) => Some(remote_storage_config(dir, spec)?),
+    };
     let n = (2 + 2 * (args.num_safekeepers + args.num_pageservers)) as usize;
     let mut ports = free_ports(n)?.into_iter();
     let mut next = || ports.next().context("ran out of ports");
@@ -236,6 +244,7 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
         pageservers,
         safekeepers,
         auth: args.auth,
+        remote_storage,
     };
     // The directories first, then the config that names them (see repo.rs).
     let staged = Repo::staged(dir, config.clone());
@@ -264,6 +273,37 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `--remote-storage` argument as a config: `local` is `<repo>/remote_storage`;
+/// anything else is a TOML file with the table's fields, validated now.
+fn remote_storage_config(
+    repo_dir: &Path,
+    spec: &str,
+) -> anyhow::Result<remote_storage::RemoteStorageConfig> {
+    if spec == "local" {
+        let path = repo_dir.join("remote_storage");
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let path = camino_path(&path)?;
+        return Ok(remote_storage::RemoteStorageConfig::local_fs(path));
+    }
+    let text = std::fs::read_to_string(spec).with_context(|| {
+        format!("--remote-storage {spec}: expected `local` or a TOML file holding the remote_storage table")
+    })?;
+    remote_storage::RemoteStorageConfig::from_toml(&text)
+        .with_context(|| format!("--remote-storage {spec}"))
+}
+
+fn camino_path(p: &Path) -> anyhow::Result<String> {
+    p.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not a UTF-8 path", p.display()))
+}
+
+/// The config as the TOML inline table a `-c remote_storage=…` override takes.
+fn remote_storage_toml(c: &remote_storage::RemoteStorageConfig) -> anyhow::Result<String> {
+    let value = toml::Value::try_from(c).context("serializing remote_storage")?;
+    Ok(value.to_string())
+}
+
 /// `pageserver --init`: writes its pageserver.toml and identity.
 async fn init_pageserver(repo: &Repo, p: &ServiceConfig) -> anyhow::Result<()> {
     let workdir = repo.pageserver_dir(p.id);
@@ -282,6 +322,9 @@ async fn init_pageserver(repo: &Repo, p: &ServiceConfig) -> anyhow::Result<()> {
         ("pg_user", format!("\"{}\"", c.pg_user)),
     ];
     let mut settings = settings.to_vec();
+    if let Some(rs) = &c.remote_storage {
+        settings.push(("remote_storage", remote_storage_toml(rs)?));
+    }
     if c.auth {
         let key = format!("\"{}\"", auth::public_key_path(&repo.dir).display());
         let token = format!("\"{}\"", auth::pageserver_token_path(&repo.dir).display());

@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     /// JWT auth on every service's libpq and HTTP port (keys in `<repo>/auth`, auth.rs).
     #[serde(default)]
     pub auth: bool,
+    /// The pageservers' object storage (`strata init --remote-storage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_storage: Option<remote_storage::RemoteStorageConfig>,
 }
 
 /// The broker's ports.
@@ -239,6 +242,7 @@ mod tests {
             }],
             safekeepers: vec![],
             auth: false,
+            remote_storage: None,
         }
     }
 

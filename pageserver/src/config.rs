@@ -456,6 +456,9 @@ pub struct PageserverConfig {
     pub walredo_processes: usize,
     /// Skip fsyncs (tests only: survives kill -9, not power loss).
     pub no_sync: bool,
+    /// Object storage, the source of truth for layers and indexes; without it the local
+    /// disk is all there is (and `remote_consistent_lsn` is `disk_consistent_lsn`).
+    pub remote_storage: Option<remote_storage::RemoteStorageConfig>,
     /// Defaults for every tenant.
     pub tenant_config: TenantConfig,
 }
@@ -478,6 +481,7 @@ impl Default for PageserverConfig {
             synthetic_size_calculation_interval: Duration::from_secs(600),
             walredo_processes: 2,
             no_sync: false,
+            remote_storage: None,
             tenant_config: TenantConfig::default(),
         }
     }

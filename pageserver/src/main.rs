@@ -152,6 +152,16 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
     })
     .context("starting the redo pool")?;
     let cache = Arc::new(PageCache::new(conf.page_cache_size));
+    let remote = match &conf.remote_storage {
+        Some(rc) => {
+            let storage = remote_storage::GenericRemoteStorage::from_config(rc)
+                .await
+                .context("remote_storage")?;
+            info!("remote storage: {}", storage.backend_name());
+            Some(storage)
+        }
+        None => None,
+    };
     let broker = match &conf.broker_endpoint {
         Some(ep) => Some(
             pageserver::walreceiver::Broker::start(ep, root.child_token())
@@ -175,6 +185,7 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
         broker,
         safekeeper_token,
         node_id,
+        remote,
     };
     let _ = std::fs::remove_dir_all(workdir.join("tmp"));
     let tenants = {

@@ -250,24 +250,23 @@ impl RemoteTimelineClient {
     }
 
     /// Queues the upload of a local layer file (fsynced and in place) and adds it to the
-    /// projected index; its checksum is computed now (blocking read of the file). The
-    /// layer is named by an uploaded index only after the next
-    /// [`RemoteTimelineClient::schedule_index_upload`] completes.
+    /// projected index; its size and checksum are taken now (a blocking read of the file:
+    /// call from blocking context). The layer is named by an uploaded index only after the
+    /// next [`RemoteTimelineClient::schedule_index_upload`] completes.
     pub fn schedule_layer_upload(
         &self,
         name: &LayerName,
         local: &Path,
     ) -> Result<LayerFileMeta, RemoteError> {
-        let local_err = |source| RemoteError::Local {
+        let (file_size, checksum) = file_checksum(local).map_err(|source| RemoteError::Local {
             timeline: self.inner.timeline,
             path: local.to_path_buf(),
             source,
-        };
-        let bytes = std::fs::read(local).map_err(local_err)?;
+        })?;
         let meta = LayerFileMeta {
-            file_size: bytes.len() as u64,
+            file_size,
             generation: self.inner.generation,
-            checksum: crc32c::crc32c(&bytes),
+            checksum,
         };
         let mut st = self.inner.state.lock();
         self.push(
@@ -535,6 +534,22 @@ where
     )
     .await
     .map_err(|e| e.to_string())
+}
+
+/// Size and crc32c of a file, read in 1 MiB chunks.
+pub fn file_checksum(path: &Path) -> std::io::Result<(u64, u32)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut size, mut crc) = (0u64, 0u32);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, crc));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        size += n as u64;
+    }
 }
 
 /// Loads a timeline's remote index for an attachment in generation `mine`: the one with

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use pageserver_api::Generation;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use tracing::{error, info};
@@ -32,6 +33,42 @@ use crate::walredo::WalRedoManager;
 
 /// The tenant's config file (overrides of `[tenant_config]`).
 pub const TENANT_CONFIG_FILE: &str = "config.toml";
+/// The tenant's attachment (its generation), written crash-safely.
+pub const LOCATION_FILE: &str = "location.json";
+
+/// `location.json`: how this pageserver holds the tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// The attachment generation its remote objects carry.
+    pub generation: Generation,
+}
+
+impl Location {
+    /// Reads `dir/location.json`; a tenant without one predates generations: 1.
+    pub fn load(dir: &Path) -> Result<Location, TenantError> {
+        let path = dir.join(LOCATION_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                TenantError::Config(ConfigError::Invalid {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Location {
+                generation: Generation(1),
+            }),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    /// Writes `dir/location.json` crash-safely.
+    pub fn persist(&self, dir: &Path, sync: Sync) -> Result<(), TenantError> {
+        let path = dir.join(LOCATION_FILE);
+        let bytes = serde_json::to_vec(self).map_err(|e| TenantError::Create(e.to_string()))?;
+        crashsafe::overwrite(&path, &bytes, sync).map_err(io(&path))
+    }
+}
 
 /// A tenant's lifecycle state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -126,6 +163,8 @@ pub struct TenantResources {
     pub safekeeper_token: Option<String>,
     /// This pageserver's node id.
     pub node_id: utils::NodeId,
+    /// Object storage, when configured (`remote_storage` in pageserver.toml).
+    pub remote: Option<remote_storage::GenericRemoteStorage>,
 }
 
 impl std::fmt::Debug for TenantResources {
@@ -148,6 +187,7 @@ pub struct Tenant {
     /// The effective config, shared with the timelines.
     pub conf: Arc<RwLock<TenantConfig>>,
     timelines: Mutex<HashMap<TimelineId, Arc<Timeline>>>,
+    generation: Mutex<Generation>,
     pub(crate) res: TenantResources,
     /// Serializes timeline creation and deletion.
     pub(crate) create_lock: tokio::sync::Mutex<()>,
@@ -170,6 +210,7 @@ impl Tenant {
             overrides: Mutex::new(TenantConfigOverrides::default()),
             conf: Arc::new(RwLock::new(res.conf.tenant_config.clone())),
             timelines: Mutex::new(HashMap::new()),
+            generation: Mutex::new(Generation(1)),
             res,
             create_lock: tokio::sync::Mutex::new(()),
         })
@@ -193,6 +234,10 @@ impl Tenant {
         let text = overrides.to_toml();
         crashsafe::overwrite(&tmp.join(TENANT_CONFIG_FILE), text.as_bytes(), sync)
             .map_err(io(&tmp))?;
+        Location {
+            generation: Generation(1),
+        }
+        .persist(&tmp, sync)?;
         crashsafe::fsync_dir(&tmp.join("timelines"), sync).map_err(io(&tmp))?;
         crashsafe::durable_rename(&tmp, &dir, sync).map_err(io(&dir))?;
         let t = Tenant::new(tenant_id, dir, res);
@@ -228,6 +273,7 @@ impl Tenant {
             })?;
         *self.overrides.lock() = overrides;
         *self.conf.write() = effective;
+        *self.generation.lock() = Location::load(&self.dir)?.generation;
 
         let tl_dir = self.dir.join("timelines");
         let mut found: Vec<(TimelineId, PathBuf, Result<TimelineMetadata, LoadError>)> = Vec::new();
@@ -338,7 +384,18 @@ impl Tenant {
             cache: self.res.cache.clone(),
             tenant_conf: self.conf.clone(),
             sync: Sync::from_no_sync(self.res.conf.no_sync),
+            remote: self
+                .res
+                .remote
+                .clone()
+                .map(|storage| (storage, self.generation())),
         }
+    }
+
+    /// The attachment generation its remote objects carry (`location.json`; 1 for a
+    /// tenant created before generations were recorded).
+    pub fn generation(&self) -> Generation {
+        *self.generation.lock()
     }
 
     /// The state.
@@ -372,7 +429,15 @@ impl Tenant {
         if tl.state() != TimelineState::Active {
             return;
         }
-        tokio::spawn(tl.clone().flush_loop());
+        // The upload queue starts before the flush loop: every flush goes through it.
+        let flushing = tl.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = flushing.start_remote().await {
+                flushing.set_state(TimelineState::Broken(reason));
+                return;
+            }
+            flushing.flush_loop().await;
+        });
         crate::walreceiver::spawn(tl.clone(), self.res.clone());
     }
 

@@ -24,6 +24,7 @@ use crate::layers::LayerName;
 use crate::layers::file_format::{LayerFile, LayerFileError};
 use crate::layers::in_memory::InMemoryLayer;
 use crate::metrics;
+use crate::remote_timeline_client::RemoteError;
 
 /// Why a flush failed (the timeline is then Broken).
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,9 @@ pub enum FlushError {
     /// The timeline is shutting down.
     #[error("timeline is shutting down")]
     Cancelled,
+    /// The upload queue refused the change (an index that would go back).
+    #[error("remote storage: {0}")]
+    Remote(String),
 }
 
 /// A change to a timeline's layers and metadata, applied atomically for readers.
@@ -94,6 +98,33 @@ impl Timeline {
             persist(&meta, self)?;
             self.set_disk_consistent_lsn(rec.last);
         }
+        self.schedule_remote(&change)
+    }
+
+    /// Hands a change, durable locally, to the upload queue: the added layers' uploads,
+    /// the removed ones' deletions, then an index with the new metadata.
+    fn schedule_remote(&self, change: &LayerChange) -> Result<(), FlushError> {
+        let Some(client) = self.remote_client.get() else {
+            return Ok(());
+        };
+        let remote = |e: RemoteError| match e {
+            RemoteError::Stopped { .. } => FlushError::Cancelled,
+            e => FlushError::Remote(e.to_string()),
+        };
+        for (name, file) in &change.added {
+            client
+                .schedule_layer_upload(name, file.path())
+                .map_err(remote)?;
+        }
+        if !change.removed.is_empty() {
+            client
+                .schedule_layer_deletions(&change.removed)
+                .map_err(remote)?;
+        }
+        if change.disk_consistent.is_some() || !change.added.is_empty() {
+            let meta = self.metadata.lock().clone();
+            client.schedule_index_upload(meta).map_err(remote)?;
+        }
         Ok(())
     }
 
@@ -121,12 +152,19 @@ impl Timeline {
             )));
         }
         let end = name.lsn_range.end;
-        self.apply_layer_change(LayerChange {
-            added: vec![(name.clone(), file)],
-            removed: Vec::new(),
-            flushed: Some(layer),
-            disk_consistent: Some(last),
-        })?;
+        // Blocking: the metadata's fsync, and the upload queue reads the file's checksum.
+        let tl = self.clone();
+        let added = name.clone();
+        tokio::task::spawn_blocking(move || {
+            tl.apply_layer_change(LayerChange {
+                added: vec![(added, file)],
+                removed: Vec::new(),
+                flushed: Some(layer),
+                disk_consistent: Some(last),
+            })
+        })
+        .await
+        .map_err(|e| FlushError::Broken(format!("flush task failed: {e}")))??;
         metrics::FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
         info!(
             tenant_id = %self.tenant_id,

@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod load;
 pub mod metadata;
 pub mod read;
+pub mod remote;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +32,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use pageserver_api::Generation;
 use parking_lot::{Mutex, RwLock};
+use remote_storage::GenericRemoteStorage;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +48,7 @@ use crate::layers::file_format::LayerFile;
 use crate::layers::in_memory::{InMemoryError, InMemoryLayer};
 use crate::metrics;
 use crate::page_cache::{PageCache, next_id};
+use crate::remote_timeline_client::RemoteTimelineClient;
 use crate::walingest::Value;
 use crate::walredo::WalRedoManager;
 use metadata::TimelineMetadata;
@@ -169,6 +173,10 @@ pub struct Timeline {
     pub(crate) logical_sizes: Mutex<std::collections::HashMap<Lsn, u64>>,
     /// Serializes freezes, and ingest batches against them.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// Object storage and the generation to write in, until the client is started.
+    pub(crate) remote_setup: Option<(GenericRemoteStorage, Generation)>,
+    /// The upload queue, once started ([`Timeline::start_remote`]).
+    pub(crate) remote_client: std::sync::OnceLock<RemoteTimelineClient>,
 }
 
 impl std::fmt::Debug for Timeline {
@@ -191,6 +199,8 @@ pub struct TimelineResources {
     pub tenant_conf: Arc<RwLock<TenantConfig>>,
     /// fsync or not.
     pub sync: Sync,
+    /// Object storage and the tenant's generation, when configured.
+    pub remote: Option<(GenericRemoteStorage, Generation)>,
 }
 
 impl std::fmt::Debug for TimelineResources {
@@ -248,6 +258,8 @@ impl Timeline {
             commit_times: commit_times::CommitTimes::default(),
             logical_sizes: Mutex::new(std::collections::HashMap::new()),
             write_lock: tokio::sync::Mutex::new(()),
+            remote_setup: res.remote,
+            remote_client: std::sync::OnceLock::new(),
         })
     }
 
@@ -296,10 +308,22 @@ impl Timeline {
         Lsn(self.disk_consistent_lsn.load(Ordering::Acquire))
     }
 
-    /// What object storage holds; equal to `disk_consistent_lsn` until object storage is
-    /// wired in (the next issues).
+    /// What object storage holds: the uploaded index's `disk_consistent_lsn` (0 before the
+    /// first upload). Without remote storage configured, the local disk is all there is:
+    /// `disk_consistent_lsn`. Safekeepers trim WAL below this.
     pub fn remote_consistent_lsn(&self) -> Lsn {
-        self.disk_consistent_lsn()
+        if self.remote_setup.is_none() {
+            return self.disk_consistent_lsn();
+        }
+        self.remote_client
+            .get()
+            .and_then(|c| c.remote_consistent_lsn())
+            .unwrap_or(Lsn(0))
+    }
+
+    /// The upload queue, when remote storage is configured and it has started.
+    pub fn remote_client(&self) -> Option<&RemoteTimelineClient> {
+        self.remote_client.get()
     }
 
     /// The GC cutoff: reads below it are refused.

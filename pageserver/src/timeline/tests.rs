@@ -20,6 +20,7 @@ use crate::walredo::{WalRedoConfig, WalRedoManager};
 
 fn resources(checkpoint_distance: u64) -> TimelineResources {
     TimelineResources {
+        remote: None,
         walredo: Arc::new(
             WalRedoManager::new(WalRedoConfig::default())
                 .expect("walredo (run ./scripts/setup if PostgreSQL 15 is missing)"),

@@ -1,0 +1,118 @@
+//! The timeline's side of object storage: starting its upload queue from the remote index
+//! and the local layers, and handing it every layer change.
+//!
+//! Invariants:
+//! - the queue starts before the flush loop, so every layer change after start goes
+//!   through it ([`Timeline::apply_layer_change`] schedules the uploads, deletions and the
+//!   index);
+//! - at start, a local layer the remote index lacks (flushed just before a crash, or
+//!   written by a timeline creation) is scheduled for upload, then an index naming it: a
+//!   restart loses nothing that was on the local disk, and the queue never uploads an
+//!   index older than the remote one.
+
+use std::sync::Arc;
+
+use tracing::{info, warn};
+use utils::TenantTimelineId;
+use utils::backoff::{self, RetryPolicy};
+
+use super::Timeline;
+use crate::layers::LayerName;
+use crate::remote_timeline_client::{
+    ClientOptions, RemoteError, RemoteTimelineClient, download_index_part,
+};
+
+/// Attempts at downloading the remote index before the timeline is Broken.
+const INDEX_DOWNLOAD_ATTEMPTS: u32 = 10;
+
+impl Timeline {
+    /// Starts the upload queue when remote storage is configured (see the module docs).
+    /// `Err` names what failed (a corrupt or unreadable index): the caller makes the
+    /// timeline Broken.
+    pub async fn start_remote(self: &Arc<Self>) -> Result<(), String> {
+        let Some((storage, generation)) = self.remote_setup.clone() else {
+            return Ok(());
+        };
+        if self.remote_client.get().is_some() {
+            return Ok(());
+        }
+        let cancel = self.cancel.child_token();
+        let (tenant, timeline) = (self.tenant_id, self.timeline_id);
+        let policy = RetryPolicy {
+            max_attempts: Some(INDEX_DOWNLOAD_ATTEMPTS),
+            ..RetryPolicy::default()
+        };
+        let remote = backoff::retry(
+            "download of index_part.json",
+            policy,
+            &cancel,
+            |e: &RemoteError| !matches!(e, RemoteError::Storage { source, .. } if source.is_transient()),
+            || download_index_part(&storage, tenant, timeline, generation, &cancel),
+        )
+        .await
+        .map_err(|e| format!("loading the remote index: {e}"))?
+        .map(|(index, _)| index);
+        let local = self.metadata.lock().clone();
+        let client = RemoteTimelineClient::new(
+            storage,
+            TenantTimelineId::new(tenant, timeline),
+            generation,
+            remote.clone(),
+            local.clone(),
+            ClientOptions::default(),
+            cancel,
+        );
+        let historic = self.layers.read().historic.clone();
+        let missing: Vec<(LayerName, std::path::PathBuf)> = historic
+            .iter()
+            .filter(|(name, _)| {
+                !remote
+                    .as_ref()
+                    .is_some_and(|i| i.layer_metadata.contains_key(&name.to_string()))
+            })
+            .map(|(name, file)| (name.clone(), file.path().to_path_buf()))
+            .collect();
+        if let Some(r) = &remote {
+            let gone = r
+                .layers()
+                .filter(|(n, _)| !historic.iter().any(|(h, _)| h == n))
+                .count();
+            if gone > 0 {
+                warn!(
+                    %tenant, %timeline,
+                    "{gone} layers of the remote index are not on the local disk (download on demand is not built yet)"
+                );
+            }
+        }
+        let uploads = missing.len();
+        let c = client.clone();
+        tokio::task::spawn_blocking(move || {
+            for (name, path) in missing {
+                c.schedule_layer_upload(&name, &path)?;
+            }
+            Ok::<_, RemoteError>(())
+        })
+        .await
+        .map_err(|e| format!("scheduling layer uploads: {e}"))?
+        .map_err(|e| e.to_string())?;
+        let remote_lsn = remote.as_ref().map(|i| i.metadata.disk_consistent_lsn);
+        match remote_lsn {
+            Some(r) if r > local.disk_consistent_lsn => warn!(
+                %tenant, %timeline,
+                "the remote index is ahead of the local disk ({r} > {}); keeping it",
+                local.disk_consistent_lsn
+            ),
+            Some(r) if r == local.disk_consistent_lsn && uploads == 0 => {}
+            _ => client
+                .schedule_index_upload(local.clone())
+                .map_err(|e| e.to_string())?,
+        }
+        info!(
+            %tenant, %timeline, %generation,
+            "remote storage: index at {remote_lsn:?}, local at {}, {uploads} layers to upload",
+            local.disk_consistent_lsn
+        );
+        let _ = self.remote_client.set(client);
+        Ok(())
+    }
+}
