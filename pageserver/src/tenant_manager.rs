@@ -10,13 +10,18 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+
+use pageserver_api::Generation;
+use tokio_util::sync::CancellationToken;
 
 use parking_lot::RwLock;
 use tracing::{info, warn};
 use utils::TenantId;
 use utils::crashsafe::{self, Sync};
 
-use crate::tenant::{Tenant, TenantError, TenantResources, io};
+use crate::config::TenantConfigOverrides;
+use crate::tenant::{Location, Tenant, TenantError, TenantResources, attach, io};
 
 /// Why a tenant-level operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +35,20 @@ pub enum ManagerError {
     /// A tenant-level failure.
     #[error(transparent)]
     Tenant(#[from] TenantError),
+    /// An attach in a generation older than the one held.
+    #[error("tenant {tenant} is attached in generation {current}; {requested} is older")]
+    StaleGeneration {
+        /// The tenant.
+        tenant: TenantId,
+        /// The generation held.
+        current: Generation,
+        /// The one asked for.
+        requested: Generation,
+    },
 }
+
+/// How long a detach or re-attach waits for a timeline's upload queue to drain.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// All tenants.
 pub struct TenantManager {
@@ -142,10 +160,116 @@ impl TenantManager {
         Ok(())
     }
 
+    /// Attaches `id` in `generation` (`location_config` AttachedSingle): a tenant held
+    /// in this generation gets `overrides` as its config; in a newer one it is stopped
+    /// (its upload queues drained first) and loaded again as a new object; an older one is
+    /// refused. A tenant not held is rebuilt from object storage ([`attach`]). Returns it
+    /// and whether it was attached from the bucket.
+    pub async fn attach(
+        &self,
+        id: TenantId,
+        generation: Generation,
+        overrides: TenantConfigOverrides,
+    ) -> Result<(Arc<Tenant>, bool), ManagerError> {
+        let _g = self.lock.lock().await;
+        let sync = Sync::from_no_sync(self.res.conf.no_sync);
+        let existing = self.tenants.read().get(&id).cloned();
+        if let Some(t) = existing {
+            let current = t.generation();
+            if generation < current {
+                return Err(ManagerError::StaleGeneration {
+                    tenant: id,
+                    current,
+                    requested: generation,
+                });
+            }
+            if generation == current {
+                t.set_overrides(overrides)?;
+                return Ok((t, false));
+            }
+            drain(&t).await;
+            t.shutdown();
+            Location { generation }.persist(&t.dir, sync)?;
+            let dir = t.dir.clone();
+            let res = self.res.clone();
+            let nt = tokio::task::spawn_blocking(move || Tenant::load(id, dir, res))
+                .await
+                .map_err(|e| TenantError::Create(format!("loading tenant {id}: {e}")))?;
+            nt.set_overrides(overrides)?;
+            nt.activate();
+            self.tenants.write().insert(id, nt.clone());
+            info!(tenant_id = %id, %generation, "tenant re-attached in a newer generation");
+            return Ok((nt, false));
+        }
+        let Some(storage) = self.res.remote.clone() else {
+            return Err(TenantError::Invalid(format!(
+                "tenant {id} is not on this pageserver, and there is no remote_storage to attach it from"
+            ))
+            .into());
+        };
+        overrides
+            .apply(&self.res.conf.tenant_config)
+            .map_err(TenantError::Invalid)?;
+        let dir = Self::tenants_dir(&self.res).join(id.to_string());
+        let tmp = crashsafe::temp_path_for(&dir);
+        let cancel = CancellationToken::new();
+        let built =
+            attach::download_tenant(&storage, id, generation, &overrides, &tmp, sync, &cancel)
+                .await;
+        let timelines = match built {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e.into());
+            }
+        };
+        crashsafe::durable_rename(&tmp, &dir, sync).map_err(io(&dir))?;
+        let res = self.res.clone();
+        let d = dir.clone();
+        let t = tokio::task::spawn_blocking(move || Tenant::load(id, d, res))
+            .await
+            .map_err(|e| TenantError::Create(format!("loading tenant {id}: {e}")))?;
+        t.activate();
+        self.tenants.write().insert(id, t.clone());
+        info!(tenant_id = %id, %generation, "tenant attached from remote storage with {} timelines", timelines.len());
+        Ok((t, true))
+    }
+
+    /// Detaches `id` (`location_config` Detached): its upload queues drain (bounded by
+    /// [`DRAIN_TIMEOUT`]), it stops, and its local directory goes; the bucket keeps
+    /// everything. Detaching a tenant not held is a no-op.
+    pub async fn detach(&self, id: TenantId) -> Result<(), ManagerError> {
+        let t = self.tenants.read().get(&id).cloned();
+        let Some(t) = t else {
+            return Ok(());
+        };
+        drain(&t).await;
+        self.delete(id).await?;
+        info!(tenant_id = %id, "tenant detached");
+        Ok(())
+    }
+
     /// Stops every tenant.
     pub fn shutdown(&self) {
         for t in self.tenants.read().values() {
             t.shutdown();
+        }
+    }
+}
+
+/// Waits (bounded) for every timeline's upload queue to finish what it holds.
+async fn drain(t: &Tenant) {
+    for tl in t.timelines() {
+        if let Some(c) = tl.remote_client()
+            && tokio::time::timeout(DRAIN_TIMEOUT, c.wait_completion())
+                .await
+                .is_err()
+        {
+            warn!(
+                tenant_id = %t.tenant_id,
+                timeline_id = %tl.timeline_id,
+                "the upload queue did not drain in {DRAIN_TIMEOUT:?}; the next attachment ingests what is missing from the safekeepers again"
+            );
         }
     }
 }

@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from fixtures.http_api import ApiError
 from fixtures.pageserver import wait_timeline_state
 from fixtures.pageserver_env import PageserverEnv
 from fixtures.safekeeper import lsn_to_int
@@ -98,3 +101,65 @@ def test_layers_and_index_reach_the_bucket_and_survive_a_restart(ps_env_factory,
     assert set(index["layer_metadata"]) == local_layers(env)
     # The pageserver reports what the bucket holds to the safekeepers.
     assert index["metadata"]["disk_consistent_lsn"] == final["remote_consistent_lsn"]
+
+
+@pytest.mark.allowed_errors(r"request failed: attach: .*corrupt index_part\.json")
+def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, test_dir):
+    """Backup and restore: the local directory goes (detach), the tenant comes back from
+    the bucket alone (attach in a newer generation), every page equals the compute's, and
+    ingest goes on. Bad attaches are refused with clear errors and change nothing."""
+    bucket = test_dir.path / "bucket"
+    env = ps_env_factory(config={"remote_storage": {"local_path": str(bucket)}})
+    compute = env.import_compute()
+    compute.pg.safe_psql(
+        "CREATE TABLE t AS SELECT g, repeat('x', 300) AS pad FROM generate_series(1, 40000) g"
+    )
+    env.checkpoint_and_wait()
+    env.http.timeline_checkpoint(env.tenant, env.timeline)
+    wait_uploaded(env)
+    check_bucket(bucket, env.tenant, env.timeline)
+
+    http = env.http
+    http.location_config(env.tenant, "Detached")
+    assert not env.pageserver.tenant_dir(env.tenant).exists()
+    assert env.tenant not in {t["id"] for t in http.tenant_list()}
+    http.location_config(env.tenant, "Detached")  # idempotent
+
+    # The compute keeps writing meanwhile; the safekeepers keep the WAL for the pageserver.
+    compute.pg.safe_psql("INSERT INTO t SELECT g, 'after detach' FROM generate_series(1, 5000) g")
+
+    answer = http.location_config(
+        env.tenant, "AttachedSingle", generation=2, tenant_conf=env.tenant_config()
+    )
+    assert answer["attached_from_remote"] is True, answer
+    assert answer["tenant"]["generation"] == 2 and answer["tenant"]["timelines"] == 1, answer
+    wait_timeline_state(http, env.tenant, env.timeline, "Active")
+    lsn = env.checkpoint_and_wait()
+    env.run_oracle(lsn).check()
+    env.compare_relations(lsn).check()
+
+    # Uploads go on in generation 2; generation 1's objects stay readable.
+    env.http.timeline_checkpoint(env.tenant, env.timeline)
+    wait_uploaded(env)
+    prefix = timeline_prefix(bucket, env.tenant, env.timeline)
+    assert (prefix / "index_part.json-00000002").is_file()
+    index = check_bucket(bucket, env.tenant, env.timeline)
+    assert {m["generation"] for m in index["layer_metadata"].values()} == {1, 2}, index
+
+    # Bad input: an older generation, no generation, a corrupt index of another tenant.
+    for kwargs, status in (({"generation": 1}, 409), ({}, 400), ({"generation": 0}, 400)):
+        with pytest.raises(ApiError) as refused:
+            http.location_config(env.tenant, "AttachedSingle", **kwargs)
+        assert refused.value.status == status, refused.value
+    other = "0123456789abcdef0123456789abcdef"
+    bad = timeline_prefix(bucket, other, "fedcba9876543210fedcba9876543210")
+    bad.mkdir(parents=True)
+    (bad / "index_part.json-00000001").write_text('{"version": 1, "layer_meta')
+    with pytest.raises(ApiError) as corrupt:
+        http.location_config(other, "AttachedSingle", generation=1)
+    assert corrupt.value.status == 500, corrupt.value
+    assert "index_part.json-00000001" in corrupt.value.msg, corrupt.value
+    assert other not in {t["id"] for t in http.tenant_list()}
+    assert not env.pageserver.tenant_dir(other).exists()
+    # The attached tenant kept serving.
+    assert env.detail()["state"] == "Active"

@@ -5,6 +5,7 @@
 //! everything; `tenant` tokens only the per-tenant routes of their own tenant.
 
 mod basebackup;
+mod location;
 pub mod models;
 mod size;
 
@@ -52,7 +53,9 @@ impl From<ManagerError> for ApiError {
     fn from(e: ManagerError) -> Self {
         match e {
             ManagerError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            ManagerError::Exists(_) => ApiError::Conflict(e.to_string()),
+            ManagerError::Exists(_) | ManagerError::StaleGeneration { .. } => {
+                ApiError::Conflict(e.to_string())
+            }
             ManagerError::Tenant(t) => t.into(),
         }
     }
@@ -95,6 +98,7 @@ pub fn routes(state: ApiState) -> OpenApiRouter {
         .routes(routes!(tenant_create, tenant_list))
         .routes(routes!(tenant_get, tenant_delete))
         .routes(routes!(tenant_config_get, tenant_config_put))
+        .routes(routes!(location::tenant_location_config))
         .routes(routes!(timeline_create, timeline_list))
         .routes(routes!(timeline_get, timeline_delete))
         .routes(routes!(timeline_checkpoint))
@@ -108,7 +112,7 @@ pub fn routes(state: ApiState) -> OpenApiRouter {
         .with_state(state)
 }
 
-fn tenant_info(t: &Tenant) -> TenantInfo {
+pub(crate) fn tenant_info(t: &Tenant) -> TenantInfo {
     let state = t.state();
     TenantInfo {
         id: t.tenant_id,
@@ -118,6 +122,7 @@ fn tenant_info(t: &Tenant) -> TenantInfo {
             _ => None,
         },
         timelines: t.timelines().len(),
+        generation: t.generation().0,
     }
 }
 

@@ -42,6 +42,8 @@ pub struct TenantInfo {
     pub broken_reason: Option<String>,
     /// Number of timelines.
     pub timelines: usize,
+    /// The attachment generation its remote objects carry.
+    pub generation: u32,
 }
 
 /// `GET /v1/tenant/{tenant_id}/config`.

@@ -10,6 +10,7 @@
 //!   is Broken only when its own config cannot be read;
 //! - Stopping is final: a stopped tenant object never serves again.
 
+pub mod attach;
 pub mod create;
 pub mod size;
 

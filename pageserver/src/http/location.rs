@@ -1,0 +1,96 @@
+//! `PUT /v1/tenant/{tenant_id}/location_config`: how this pageserver holds a tenant, as the
+//! control plane decides it — attached in a generation, or detached.
+
+use axum::extract::State;
+use pageserver_api::Generation;
+use serde::{Deserialize, Serialize};
+use utils::TenantId;
+use utils::http::{ApiError, AuthContext, ErrorBody, Json, Path, object_body};
+
+use super::models::TenantInfo;
+use super::{ADMIN_SCOPES, ApiState, HexId, tenant_info};
+use crate::config::TenantConfigOverrides;
+
+/// The modes of a location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+pub enum LocationMode {
+    /// Attached, the only attachment: uploads and deletes.
+    AttachedSingle,
+    /// Not held here: local state removed (the bucket keeps everything).
+    Detached,
+}
+
+/// The request body.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationConfigRequest {
+    /// How to hold the tenant.
+    pub mode: LocationMode,
+    /// The attachment generation (required to attach; at least 1).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub generation: Option<u32>,
+    /// Config overrides (keys of `[tenant_config]`).
+    #[serde(default)]
+    pub tenant_conf: Option<TenantConfigOverrides>,
+}
+
+/// The answer.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LocationConfigResponse {
+    /// The mode now in force.
+    pub mode: LocationMode,
+    /// Whether the tenant was rebuilt from object storage by this call.
+    pub attached_from_remote: bool,
+    /// The tenant, when attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<TenantInfo>,
+}
+
+/// Attaches (from object storage when not held here; in a newer generation by loading it
+/// again) or detaches a tenant. An older generation than the one held is refused.
+#[utoipa::path(put, path = "/v1/tenant/{tenant_id}/location_config", tag = "tenant",
+    params(("tenant_id" = HexId, Path)),
+    request_body = LocationConfigRequest,
+    responses(
+        (status = 200, description = "Done", body = LocationConfigResponse),
+        (status = 400, description = "Malformed id or body, no generation, or nothing to attach from", body = ErrorBody),
+        (status = 409, description = "The generation is older than the one held", body = ErrorBody),
+        (status = 500, description = "The attach failed (the bucket, a corrupt index, a layer that does not match it)", body = ErrorBody),
+    ))]
+pub(super) async fn tenant_location_config(
+    State(st): State<ApiState>,
+    auth: AuthContext,
+    Path(tenant_id): Path<TenantId>,
+    Json(body): Json<serde_json::Value>,
+) -> Result<Json<LocationConfigResponse>, ApiError> {
+    auth.check(ADMIN_SCOPES, None)?;
+    let req: LocationConfigRequest = object_body(body)?;
+    match req.mode {
+        LocationMode::Detached => {
+            st.tenants.detach(tenant_id).await?;
+            Ok(Json(LocationConfigResponse {
+                mode: req.mode,
+                attached_from_remote: false,
+                tenant: None,
+            }))
+        }
+        LocationMode::AttachedSingle => {
+            let generation = match req.generation {
+                Some(g) if g >= 1 => Generation(g),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "AttachedSingle needs a generation of at least 1".into(),
+                    ));
+                }
+            };
+            let overrides = req.tenant_conf.unwrap_or_default();
+            let (t, fresh) = st.tenants.attach(tenant_id, generation, overrides).await?;
+            Ok(Json(LocationConfigResponse {
+                mode: req.mode,
+                attached_from_remote: fresh,
+                tenant: Some(tenant_info(&t)),
+            }))
+        }
+    }
+}
