@@ -147,10 +147,17 @@ def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, te
     assert {m["generation"] for m in index["layer_metadata"].values()} == {1, 2}, index
 
     # Bad input: an older generation, no generation, a corrupt index of another tenant.
-    for kwargs, status in (({"generation": 1}, 409), ({}, 400), ({"generation": 0}, 400)):
+    for mode, kwargs, status in (
+        ("AttachedSingle", {"generation": 1}, 409),
+        ("AttachedSingle", {}, 400),
+        ("AttachedSingle", {"generation": 0}, 400),
+        ("AttachedSingle", {"generation": 2, "tenant_conf": {"no_such_key": 1}}, 400),
+        ("Detached", {"generation": 2}, 400),
+        ("AttachedStale", {"generation": 2}, 400),
+    ):
         with pytest.raises(ApiError) as refused:
-            http.location_config(env.tenant, "AttachedSingle", **kwargs)
-        assert refused.value.status == status, refused.value
+            http.location_config(env.tenant, mode, **kwargs)
+        assert refused.value.status == status, (mode, kwargs, refused.value)
     other = "0123456789abcdef0123456789abcdef"
     bad = timeline_prefix(bucket, other, "fedcba9876543210fedcba9876543210")
     bad.mkdir(parents=True)

@@ -20,19 +20,21 @@ pub enum LocationMode {
     Detached,
 }
 
-/// The request body.
+/// The request body, by `mode`.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LocationConfigRequest {
-    /// How to hold the tenant.
-    pub mode: LocationMode,
-    /// The attachment generation (required to attach; at least 1).
-    #[serde(default)]
-    #[schema(minimum = 1)]
-    pub generation: Option<u32>,
-    /// Config overrides (keys of `[tenant_config]`).
-    #[serde(default)]
-    pub tenant_conf: Option<TenantConfigOverrides>,
+#[serde(tag = "mode", deny_unknown_fields)]
+pub enum LocationConfigRequest {
+    /// Attached, the only attachment: uploads and deletes.
+    AttachedSingle {
+        /// The attachment generation.
+        #[schema(minimum = 1, maximum = 4294967295_u64)]
+        generation: u32,
+        /// Config overrides (keys of `[tenant_config]`).
+        #[serde(default)]
+        tenant_conf: Option<TenantConfigOverrides>,
+    },
+    /// Not held here: local state removed (the bucket keeps everything).
+    Detached {},
 }
 
 /// The answer.
@@ -54,7 +56,7 @@ pub struct LocationConfigResponse {
     request_body = LocationConfigRequest,
     responses(
         (status = 200, description = "Done", body = LocationConfigResponse),
-        (status = 400, description = "Malformed id or body, no generation, or nothing to attach from", body = ErrorBody),
+        (status = 400, description = "Malformed id, body or config, or nothing to attach from", body = ErrorBody),
         (status = 409, description = "The generation is older than the one held", body = ErrorBody),
         (status = 500, description = "The attach failed (the bucket, a corrupt index, a layer that does not match it)", body = ErrorBody),
     ))]
@@ -66,28 +68,29 @@ pub(super) async fn tenant_location_config(
 ) -> Result<Json<LocationConfigResponse>, ApiError> {
     auth.check(ADMIN_SCOPES, None)?;
     let req: LocationConfigRequest = object_body(body)?;
-    match req.mode {
-        LocationMode::Detached => {
+    match req {
+        LocationConfigRequest::Detached {} => {
             st.tenants.detach(tenant_id).await?;
             Ok(Json(LocationConfigResponse {
-                mode: req.mode,
+                mode: LocationMode::Detached,
                 attached_from_remote: false,
                 tenant: None,
             }))
         }
-        LocationMode::AttachedSingle => {
-            let generation = match req.generation {
-                Some(g) if g >= 1 => Generation(g),
-                _ => {
-                    return Err(ApiError::BadRequest(
-                        "AttachedSingle needs a generation of at least 1".into(),
-                    ));
-                }
-            };
-            let overrides = req.tenant_conf.unwrap_or_default();
-            let (t, fresh) = st.tenants.attach(tenant_id, generation, overrides).await?;
+        LocationConfigRequest::AttachedSingle {
+            generation,
+            tenant_conf,
+        } => {
+            if generation == 0 {
+                return Err(ApiError::BadRequest("generation must be at least 1".into()));
+            }
+            let overrides = tenant_conf.unwrap_or_default();
+            let (t, fresh) = st
+                .tenants
+                .attach(tenant_id, Generation(generation), overrides)
+                .await?;
             Ok(Json(LocationConfigResponse {
-                mode: req.mode,
+                mode: LocationMode::AttachedSingle,
                 attached_from_remote: fresh,
                 tenant: Some(tenant_info(&t)),
             }))
