@@ -12,4 +12,5 @@ pytest_plugins = [
     "fixtures.safekeeper",
     "fixtures.pageserver",
     "fixtures.pageserver_env",
+    "fixtures.remote_storage",
 ]

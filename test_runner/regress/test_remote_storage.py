@@ -1,6 +1,7 @@
-"""The pageserver's object storage (LocalFs here): every flushed layer and an index naming
-it reach the bucket through the timeline's upload queue, `remote_consistent_lsn` follows
-what the bucket holds, and a restart resumes from the remote index without uploading again.
+"""The pageserver's object storage, on LocalFs, S3 (moto) and Azure (Azurite): every
+flushed layer and an index naming it reach the bucket through the timeline's upload queue,
+`remote_consistent_lsn` follows what the bucket holds, a restart resumes from the remote
+index without uploading again, and detach + attach restores a tenant from the bucket alone.
 
 The bucket checker reads the bucket as a restore would: the newest index of the timeline
 must name only layer objects that exist, with the size it says; every local layer must be
@@ -10,33 +11,34 @@ named by it once the queue is drained.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from fixtures.http_api import ApiError
 from fixtures.pageserver import wait_timeline_state
 from fixtures.pageserver_env import PageserverEnv
+from fixtures.remote_storage import RemoteBucket
 from fixtures.safekeeper import lsn_to_int
 from fixtures.utils import wait_until
 
 
-def timeline_prefix(bucket: Path, tenant: str, timeline: str) -> Path:
-    return bucket / "tenants" / tenant / "timelines" / timeline
+def timeline_prefix(tenant: str, timeline: str) -> str:
+    return f"tenants/{tenant}/timelines/{timeline}/"
 
 
-def check_bucket(bucket: Path, tenant: str, timeline: str) -> dict:
+def check_bucket(bucket: RemoteBucket, tenant: str, timeline: str) -> dict:
     """The newest index of the timeline, after checking that it names only objects that
     exist with the size it says."""
-    prefix = timeline_prefix(bucket, tenant, timeline)
-    indexes = sorted(prefix.glob("index_part.json-*"))
-    assert indexes, f"no index in {prefix}: {sorted(p.name for p in prefix.glob('*'))}"
-    index = json.loads(indexes[-1].read_text())
+    prefix = timeline_prefix(tenant, timeline)
+    objects = bucket.objects(prefix)
+    indexes = sorted(k for k in objects if k.rsplit("/", 1)[-1].startswith("index_part.json-"))
+    assert indexes, f"no index under {prefix}: {sorted(objects)}"
+    index = json.loads(bucket.read(indexes[-1]))
     assert index["version"] == 1, index
     for name, meta in index["layer_metadata"].items():
-        obj = prefix / f"{name}-{meta['generation']:08x}"
-        assert obj.is_file(), f"{indexes[-1].name} names {obj.name}, which is not in the bucket"
-        assert obj.stat().st_size == meta["file_size"], obj
+        key = f"{prefix}{name}-{meta['generation']:08x}"
+        assert key in objects, f"{indexes[-1]} names {key}, which is not in the bucket"
+        assert objects[key][0] == meta["file_size"], key
     return index
 
 
@@ -56,9 +58,9 @@ def wait_uploaded(env: PageserverEnv, timeout: float = 60.0) -> dict:
     return wait_until(caught_up, timeout=timeout, what="remote_consistent_lsn reaches disk")
 
 
-def test_layers_and_index_reach_the_bucket_and_survive_a_restart(ps_env_factory, test_dir):
-    bucket = test_dir.path / "bucket"
-    env = ps_env_factory(config={"remote_storage": {"local_path": str(bucket)}})
+def test_layers_and_index_reach_the_bucket_and_survive_a_restart(ps_env_factory, remote_bucket):
+    bucket = remote_bucket
+    env = ps_env_factory(config={"remote_storage": bucket.config})
     compute = env.import_compute()
     # The imported timeline's layers and first index are uploaded at start.
     first = wait_uploaded(env)
@@ -75,10 +77,8 @@ def test_layers_and_index_reach_the_bucket_and_survive_a_restart(ps_env_factory,
     index = check_bucket(bucket, env.tenant, env.timeline)
     assert set(index["layer_metadata"]) == local_layers(env)
     assert index["metadata"]["disk_consistent_lsn"] == detail["disk_consistent_lsn"]
-    objects_before = {
-        p.name: p.stat().st_mtime_ns
-        for p in timeline_prefix(bucket, env.tenant, env.timeline).iterdir()
-    }
+    prefix = timeline_prefix(env.tenant, env.timeline)
+    objects_before = bucket.objects(prefix)
 
     # A restart resumes from the remote index: nothing is uploaded again.
     env.pageserver.stop()
@@ -86,10 +86,10 @@ def test_layers_and_index_reach_the_bucket_and_survive_a_restart(ps_env_factory,
     wait_timeline_state(env.http, env.tenant, env.timeline, "Active")
     after = wait_uploaded(env)
     assert after["remote_consistent_lsn"] == detail["remote_consistent_lsn"]
-    for name, mtime in objects_before.items():
-        if not name.startswith("index_part.json"):
-            obj = timeline_prefix(bucket, env.tenant, env.timeline) / name
-            assert obj.stat().st_mtime_ns == mtime, f"{name} was uploaded again"
+    objects_after = bucket.objects(prefix)
+    for key, stamp in objects_before.items():
+        if "index_part.json" not in key:
+            assert objects_after.get(key) == stamp, f"{key} was uploaded again"
 
     # And it goes on uploading.
     compute.pg.safe_psql("INSERT INTO t SELECT g, 'y' FROM generate_series(1, 20000) g")
@@ -104,12 +104,12 @@ def test_layers_and_index_reach_the_bucket_and_survive_a_restart(ps_env_factory,
 
 
 @pytest.mark.allowed_errors(r"request failed: attach: .*corrupt index_part\.json")
-def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, test_dir):
+def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, remote_bucket):
     """Backup and restore: the local directory goes (detach), the tenant comes back from
     the bucket alone (attach in a newer generation), every page equals the compute's, and
     ingest goes on. Bad attaches are refused with clear errors and change nothing."""
-    bucket = test_dir.path / "bucket"
-    env = ps_env_factory(config={"remote_storage": {"local_path": str(bucket)}})
+    bucket = remote_bucket
+    env = ps_env_factory(config={"remote_storage": bucket.config})
     compute = env.import_compute()
     compute.pg.safe_psql(
         "CREATE TABLE t AS SELECT g, repeat('x', 300) AS pad FROM generate_series(1, 40000) g"
@@ -141,8 +141,8 @@ def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, te
     # Uploads go on in generation 2; generation 1's objects stay readable.
     env.http.timeline_checkpoint(env.tenant, env.timeline)
     wait_uploaded(env)
-    prefix = timeline_prefix(bucket, env.tenant, env.timeline)
-    assert (prefix / "index_part.json-00000002").is_file()
+    prefix = timeline_prefix(env.tenant, env.timeline)
+    assert f"{prefix}index_part.json-00000002" in bucket.objects(prefix)
     index = check_bucket(bucket, env.tenant, env.timeline)
     assert {m["generation"] for m in index["layer_metadata"].values()} == {1, 2}, index
 
@@ -159,9 +159,8 @@ def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, te
             http.location_config(env.tenant, mode, **kwargs)
         assert refused.value.status == status, (mode, kwargs, refused.value)
     other = "0123456789abcdef0123456789abcdef"
-    bad = timeline_prefix(bucket, other, "fedcba9876543210fedcba9876543210")
-    bad.mkdir(parents=True)
-    (bad / "index_part.json-00000001").write_text('{"version": 1, "layer_meta')
+    bad = timeline_prefix(other, "fedcba9876543210fedcba9876543210")
+    bucket.write(f"{bad}index_part.json-00000001", b'{"version": 1, "layer_meta')
     with pytest.raises(ApiError) as corrupt:
         http.location_config(other, "AttachedSingle", generation=1)
     assert corrupt.value.status == 500, corrupt.value
