@@ -418,7 +418,7 @@ impl TenantConfigOverrides {
 }
 
 /// `pageserver.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PageserverConfig {
     /// libpq page service.
@@ -459,6 +459,10 @@ pub struct PageserverConfig {
     /// Object storage, the source of truth for layers and indexes; without it the local
     /// disk is all there is (and `remote_consistent_lsn` is `disk_consistent_lsn`).
     pub remote_storage: Option<remote_storage::RemoteStorageConfig>,
+    /// Tests: fail the first N attempts of each distinct remote operation.
+    pub test_remote_failures: u64,
+    /// Tests: also fail each remote attempt with this probability (0.0–1.0).
+    pub test_remote_failures_probability: Option<f64>,
     /// Defaults for every tenant.
     pub tenant_config: TenantConfig,
 }
@@ -482,6 +486,8 @@ impl Default for PageserverConfig {
             walredo_processes: 2,
             no_sync: false,
             remote_storage: None,
+            test_remote_failures: 0,
+            test_remote_failures_probability: None,
             tenant_config: TenantConfig::default(),
         }
     }
@@ -520,6 +526,13 @@ impl PageserverConfig {
         }
         if c.walredo_processes == 0 {
             return Err(invalid("walredo_processes must be positive".into()));
+        }
+        if let Some(p) = c.test_remote_failures_probability
+            && !(0.0..=1.0).contains(&p)
+        {
+            return Err(invalid(format!(
+                "test_remote_failures_probability {p} is not between 0 and 1"
+            )));
         }
         c.tenant_config
             .validate()

@@ -156,7 +156,11 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
         Some(rc) => {
             let storage = remote_storage::GenericRemoteStorage::from_config(rc)
                 .await
-                .context("remote_storage")?;
+                .context("remote_storage")?
+                .with_simulated_failures(&remote_storage::SimulatedFailures {
+                    test_remote_failures: conf.test_remote_failures,
+                    test_remote_failures_probability: conf.test_remote_failures_probability,
+                });
             info!("remote storage: {}", storage.backend_name());
             Some(storage)
         }

@@ -169,3 +169,39 @@ def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, re
     assert not env.pageserver.tenant_dir(other).exists()
     # The attached tenant kept serving.
     assert env.detail()["state"] == "Active"
+
+
+@pytest.mark.allowed_errors(r"simulated failure of")
+def test_a_flaky_bucket_delays_uploads_but_loses_nothing(ps_env_factory, test_dir):
+    """A third of the remote calls fail (and the first attempt of each always does): the
+    upload queue retries, the bucket never holds an index naming a missing layer (checked
+    while it runs), and once drained it holds everything."""
+    root = test_dir.path / "bucket"
+    root.mkdir()
+    bucket = RemoteBucket("local_fs", {"local_path": str(root)}, None, root)
+    env = ps_env_factory(
+        config={
+            "remote_storage": bucket.config,
+            "test_remote_failures": 1,
+            "test_remote_failures_probability": 0.3,
+        }
+    )
+    compute = env.import_compute()
+    for i in range(4):
+        compute.pg.safe_psql(
+            f"CREATE TABLE t{i} AS SELECT g, repeat('x', 200) AS pad "
+            "FROM generate_series(1, 8000) g"
+        )
+        env.checkpoint_and_wait()
+        env.http.timeline_checkpoint(env.tenant, env.timeline)
+        if any(
+            "index_part.json" in k
+            for k in bucket.objects(timeline_prefix(env.tenant, env.timeline))
+        ):
+            check_bucket(bucket, env.tenant, env.timeline)
+    detail = wait_uploaded(env, timeout=120)
+    index = check_bucket(bucket, env.tenant, env.timeline)
+    assert set(index["layer_metadata"]) == local_layers(env)
+    assert index["metadata"]["disk_consistent_lsn"] == detail["disk_consistent_lsn"]
+    failures = env.http.metric_value("pageserver_remote_operation_failures_total")
+    assert failures is not None and failures > 0, failures
