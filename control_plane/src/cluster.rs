@@ -182,6 +182,11 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // A bad --remote-storage is refused before anything is touched.
+    let remote_file = match args.remote_storage.as_deref() {
+        None | Some("local") => None,
+        Some(spec) => Some(remote_storage_file(spec)?),
+    };
     if !args.pg_bin.join("postgres").is_file() {
         bail!(
             "{} not found: is PostgreSQL 15 installed? (scripts/setup installs it)",
@@ -212,9 +217,10 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let remote_storage = match args.remote_storage.as_deref() {
-        None => None,
-        Some(spec) => Some(remote_storage_config(dir, spec)?),
+    let remote_storage = match (args.remote_storage.as_deref(), remote_file) {
+        (_, Some(c)) => Some(c),
+        (Some(_), None) => Some(local_remote_storage(dir)?),
+        (None, None) => None,
     };
     let n = (2 + 2 * (args.num_safekeepers + args.num_pageservers)) as usize;
     let mut ports = free_ports(n)?.into_iter();
@@ -273,18 +279,17 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `--remote-storage` argument as a config: `local` is `<repo>/remote_storage`;
-/// anything else is a TOML file with the table's fields, validated now.
-fn remote_storage_config(
-    repo_dir: &Path,
-    spec: &str,
-) -> anyhow::Result<remote_storage::RemoteStorageConfig> {
-    if spec == "local" {
-        let path = repo_dir.join("remote_storage");
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        let path = camino_path(&path)?;
-        return Ok(remote_storage::RemoteStorageConfig::local_fs(path));
-    }
+/// `--remote-storage local`: `<repo>/remote_storage`.
+fn local_remote_storage(repo_dir: &Path) -> anyhow::Result<remote_storage::RemoteStorageConfig> {
+    let path = repo_dir.join("remote_storage");
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    Ok(remote_storage::RemoteStorageConfig::local_fs(camino_path(
+        &path,
+    )?))
+}
+
+/// `--remote-storage FILE`: a TOML file with the table's fields, validated now.
+fn remote_storage_file(spec: &str) -> anyhow::Result<remote_storage::RemoteStorageConfig> {
     let text = std::fs::read_to_string(spec).with_context(|| {
         format!("--remote-storage {spec}: expected `local` or a TOML file holding the remote_storage table")
     })?;

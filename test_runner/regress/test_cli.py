@@ -285,3 +285,35 @@ def test_demo(strata_bin: StrataBinaries, test_dir: TestDir):
     finally:
         strata(strata_bin, repo, "stop", check=False)
     assert_clean_logs(repo)
+
+
+def test_strata_init_remote_storage(strata_bin: StrataBinaries, test_dir: TestDir):
+    """`init --remote-storage local`: the pageservers get `<repo>/remote_storage`, and a new
+    tenant's branches reach it (an index per timeline); a bad file is refused up front."""
+    repo = test_dir.path / "repo"
+    bad = test_dir.path / "bad.toml"
+    bad.write_text('bucket_name = "b"\nno_such_field = 1\n')
+    r = strata(strata_bin, repo, "init", "--remote-storage", str(bad), check=False)
+    assert r.returncode != 0 and "no_such_field" in r.stderr, r.stderr
+    assert not (repo / "config.toml").exists()
+    r = strata(strata_bin, repo, "init", "--remote-storage", "nope.toml", check=False)
+    assert r.returncode != 0 and "expected `local`" in r.stderr, r.stderr
+
+    strata(strata_bin, repo, "init", "--remote-storage", "local")
+    ps_toml = toml.loads((repo / "pageserver_1" / "pageserver.toml").read_text())
+    bucket = repo / "remote_storage"
+    assert ps_toml["remote_storage"]["local_path"] == str(bucket), ps_toml
+    try:
+        strata(strata_bin, repo, "start")
+        out = strata(strata_bin, repo, "tenant", "create").stdout
+        tenant, main = re.search(
+            r"tenant ([0-9a-f]{32}) created; branch main = timeline ([0-9a-f]{32})", out
+        ).groups()
+        out = strata(strata_bin, repo, "timeline", "branch", "--branch-name", "dev").stdout
+        dev = re.search(r"timeline ([0-9a-f]{32})", out).group(1)
+        for tl in (main, dev):
+            index = bucket / "tenants" / tenant / "timelines" / tl / "index_part.json-00000001"
+            wait_until(index.exists, timeout=30, what=f"{index} uploaded")
+    finally:
+        strata(strata_bin, repo, "stop", check=False)
+    assert_clean_logs(repo)
