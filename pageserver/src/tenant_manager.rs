@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use parking_lot::RwLock;
 use tracing::{info, warn};
-use utils::TenantId;
 use utils::crashsafe::{self, Sync};
+use utils::{TenantId, TimelineId};
 
 use crate::config::TenantConfigOverrides;
 use crate::tenant::{Location, Tenant, TenantError, TenantResources, attach, io};
@@ -139,10 +139,32 @@ impl TenantManager {
         Ok(t)
     }
 
-    /// Stops a tenant and removes its directory.
+    /// Deletes a tenant: every timeline's objects in remote storage (each marked deleted
+    /// first), then the tenant stops and its directory goes.
     pub async fn delete(&self, id: TenantId) -> Result<(), ManagerError> {
         let _g = self.lock.lock().await;
         let t = self.get(id)?;
+        let failed = |tl: TimelineId, e: String| {
+            TenantError::Conflict(format!("deleting timeline {tl} of tenant {id}: {e}"))
+        };
+        for tl in t.timelines() {
+            tl.mark_deleted_remote()
+                .await
+                .map_err(|e| failed(tl.timeline_id, e))?;
+        }
+        t.shutdown();
+        for tl in t.timelines() {
+            tl.remove_remote_objects()
+                .await
+                .map_err(|e| failed(tl.timeline_id, e))?;
+        }
+        self.remove_local(&t)
+    }
+
+    /// Stops a tenant and removes its directory (renamed first, so a crash leaves it whole
+    /// or a temporary name removed at start-up).
+    fn remove_local(&self, t: &Arc<Tenant>) -> Result<(), ManagerError> {
+        let id = t.tenant_id;
         t.shutdown();
         let sync = Sync::from_no_sync(self.res.conf.no_sync);
         let tmp = crashsafe::temp_path_for(&t.dir);
@@ -156,7 +178,7 @@ impl TenantManager {
         })?;
         self.tenants.write().remove(&id);
         crate::metrics::remove_synthetic_size(id);
-        info!(tenant_id = %id, "tenant deleted");
+        info!(tenant_id = %id, "the tenant's local state is removed");
         Ok(())
     }
 
@@ -244,7 +266,8 @@ impl TenantManager {
             return Ok(());
         };
         drain(&t).await;
-        self.delete(id).await?;
+        let _g = self.lock.lock().await;
+        self.remove_local(&t)?;
         info!(tenant_id = %id, "tenant detached");
         Ok(())
     }

@@ -11,8 +11,10 @@ named by it once the queue is drained.
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
+import requests
 
 from fixtures.http_api import ApiError
 from fixtures.pageserver import wait_timeline_state
@@ -205,3 +207,57 @@ def test_a_flaky_bucket_delays_uploads_but_loses_nothing(ps_env_factory, test_di
     assert index["metadata"]["disk_consistent_lsn"] == detail["disk_consistent_lsn"]
     failures = env.http.metric_value("pageserver_remote_operation_failures_total")
     assert failures is not None and failures > 0, failures
+
+
+@pytest.mark.allowed_errors(
+    r"failpoint timeline-delete-after-mark",
+    r"marked deleted in remote storage .* did not finish",
+    r"timeline is broken",
+)
+def test_timeline_deletion_marks_then_removes_and_resumes_after_a_crash(ps_env_factory, test_dir):
+    """DELETE of a timeline marks its index deleted, then removes its objects, then the local
+    files; the other timelines keep theirs. A crash (the process exits) after the mark leaves
+    a timeline that starts Broken saying so; DELETE again finishes; an attach never brings a
+    marked timeline back."""
+    root = test_dir.path / "bucket"
+    root.mkdir()
+    bucket = RemoteBucket("local_fs", {"local_path": str(root)}, None, root)
+    env = ps_env_factory(config={"remote_storage": bucket.config})
+    env.import_compute()
+    wait_uploaded(env)
+    http = env.http
+    branches = []
+    for name in ("a", "b"):
+        tl = uuid.uuid4().hex
+        http.timeline_branch(env.tenant, tl, env.timeline)
+        wait_timeline_state(http, env.tenant, tl, "Active")
+        wait_until(
+            lambda tl=tl: any(
+                "index_part.json" in k for k in bucket.objects(timeline_prefix(env.tenant, tl))
+            ),
+            what=f"branch {name}'s index uploaded",
+        )
+        branches.append(tl)
+    a, b = branches
+
+    http.timeline_delete(env.tenant, a)
+    assert bucket.objects(timeline_prefix(env.tenant, a)) == {}
+    assert not env.pageserver.timeline_dir(env.tenant, a).exists()
+    check_bucket(bucket, env.tenant, env.timeline)
+
+    # A crash right after the mark.
+    http.configure_failpoints(("timeline-delete-after-mark", "exit"))
+    with pytest.raises(requests.RequestException):
+        http.timeline_delete(env.tenant, b)
+    ps = env.pageserver
+    wait_until(lambda: not ps.is_running(), timeout=30, what="the pageserver exited")
+    assert ps.returncode == 1, f"exit status {ps.returncode}"
+    index = json.loads(bucket.read(f"{timeline_prefix(env.tenant, b)}index_part.json-00000001"))
+    assert index.get("deleted_at"), index
+    env.pageserver.start()
+    info = wait_timeline_state(http, env.tenant, b, "Broken")
+    assert "marked deleted" in json.dumps(info), info
+    http.timeline_delete(env.tenant, b)
+    assert bucket.objects(timeline_prefix(env.tenant, b)) == {}
+    assert {t["timeline_id"] for t in http.timeline_list(env.tenant)} == {env.timeline}
+    wait_timeline_state(http, env.tenant, env.timeline, "Active")

@@ -309,6 +309,15 @@ impl RemoteTimelineClient {
         Ok(())
     }
 
+    /// Queues an index marked deleted at `at` (RFC 3339): the first step of a timeline
+    /// deletion, so that a crash later leaves a timeline no attach brings back.
+    pub fn schedule_deletion_mark(&self, at: String) -> Result<(), RemoteError> {
+        let mut st = self.inner.state.lock();
+        let mut next = st.projected.clone();
+        next.deleted_at = Some(at);
+        self.queue_index(&mut st, next)
+    }
+
     /// Removes layers from the projected index, queues an index upload without them, and
     /// then their deletion (which runs only once no uploaded index names them). Layers the
     /// index does not name are ignored.

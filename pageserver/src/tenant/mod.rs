@@ -504,8 +504,14 @@ impl Tenant {
                 "timeline {id} has child timelines {children:?}; delete them first"
             )));
         }
+        // The deletion mark first (uploaded by the running timeline), then the timeline
+        // stops, then its remote objects go, local files last: a crash between leaves a
+        // timeline that starts Broken saying it was being deleted.
+        let failed = |e: String| TenantError::Conflict(format!("deleting timeline {id}: {e}"));
+        tl.mark_deleted_remote().await.map_err(failed)?;
         tl.shutdown();
         let _write = tl.write_lock.lock().await;
+        tl.remove_remote_objects().await.map_err(failed)?;
         // Rename first: a crash mid-delete leaves a temporary directory, removed on load.
         let tmp = crashsafe::temp_path_for(&tl.dir);
         let sync = Sync::from_no_sync(self.res.conf.no_sync);

@@ -8,10 +8,16 @@
 //! - at start, a local layer the remote index lacks (flushed just before a crash, or
 //!   written by a timeline creation) is scheduled for upload, then an index naming it: a
 //!   restart loses nothing that was on the local disk, and the queue never uploads an
-//!   index older than the remote one.
+//!   index older than the remote one;
+//! - a deletion marks the index deleted (uploaded) before any object goes, and removes the
+//!   layer objects before the indexes: after a crash at any point, the timeline is either
+//!   whole, or marked deleted (it starts Broken, saying so, and a repeated DELETE finishes
+//!   the job; an attach skips it).
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use remote_storage::ListingMode;
 use tracing::{info, warn};
 use utils::TenantTimelineId;
 use utils::backoff::{self, RetryPolicy};
@@ -24,6 +30,8 @@ use crate::remote_timeline_client::{
 
 /// Attempts at downloading the remote index before the timeline is Broken.
 const INDEX_DOWNLOAD_ATTEMPTS: u32 = 10;
+/// How long a deletion waits for its deletion mark to be uploaded.
+const DELETION_MARK_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Timeline {
     /// Starts the upload queue when remote storage is configured (see the module docs).
@@ -52,6 +60,11 @@ impl Timeline {
         .await
         .map_err(|e| format!("loading the remote index: {e}"))?
         .map(|(index, _)| index);
+        if let Some(at) = remote.as_ref().and_then(|i| i.deleted_at.as_ref()) {
+            return Err(format!(
+                "the timeline was marked deleted in remote storage at {at} and its deletion did not finish: delete it again"
+            ));
+        }
         let local = self.metadata.lock().clone();
         let client = RemoteTimelineClient::new(
             storage,
@@ -113,6 +126,79 @@ impl Timeline {
             local.disk_consistent_lsn
         );
         let _ = self.remote_client.set(client);
+        Ok(())
+    }
+
+    /// The first step of deleting the timeline (see the module docs): an index marked
+    /// deleted, uploaded before this returns. Run while the timeline still runs (its queue
+    /// uploads the mark); a no-op without remote storage, or when the queue already stopped
+    /// (a repeated deletion: the mark went up the first time).
+    pub async fn mark_deleted_remote(self: &Arc<Self>) -> Result<(), String> {
+        if self.remote_setup.is_none() || self.cancel.is_cancelled() {
+            return Ok(());
+        }
+        if let Some(client) = self.remote_client() {
+            let at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+            client
+                .schedule_deletion_mark(at)
+                .map_err(|e| format!("marking the timeline deleted: {e}"))?;
+            tokio::time::timeout(DELETION_MARK_TIMEOUT, client.wait_completion())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "the deletion mark was not uploaded within {DELETION_MARK_TIMEOUT:?} (is remote storage reachable?); nothing was deleted, try again"
+                    )
+                })?
+                .map_err(|e| format!("marking the timeline deleted: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The second step of deleting the timeline, once it is stopped (nothing uploads any
+    /// more): every object of the timeline, layers first, indexes last.
+    pub async fn remove_remote_objects(&self) -> Result<(), String> {
+        let Some((storage, _)) = self.remote_setup.clone() else {
+            return Ok(());
+        };
+        let (tenant, timeline) = (self.tenant_id, self.timeline_id);
+        if let Some(action) = utils::failpoint::eval_async("timeline-delete-after-mark").await {
+            return Err(format!(
+                "failpoint timeline-delete-after-mark: {}",
+                action.unwrap_or_default()
+            ));
+        }
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let prefix = crate::remote_timeline_client::layout::timeline_prefix(tenant, timeline)
+            .map_err(|e| e.to_string())?;
+        let policy = RetryPolicy {
+            max_attempts: Some(INDEX_DOWNLOAD_ATTEMPTS),
+            ..RetryPolicy::default()
+        };
+        let listing = backoff::retry(
+            "listing the timeline's objects",
+            policy,
+            &cancel,
+            |e: &remote_storage::Error| !e.is_transient(),
+            || storage.list(Some(&prefix), ListingMode::NoDelimiter, None, &cancel),
+        )
+        .await
+        .map_err(|e| format!("listing the timeline's objects: {e}"))?;
+        let (indexes, layers): (Vec<_>, Vec<_>) =
+            listing.keys.into_iter().map(|o| o.key).partition(|k| {
+                crate::remote_timeline_client::layout::parse_index_generation(k.as_str()).is_some()
+            });
+        for (what, keys) in [("layers", layers), ("indexes", indexes)] {
+            backoff::retry(
+                &format!("deletion of the timeline's {what}"),
+                policy,
+                &cancel,
+                |e: &remote_storage::Error| !e.is_transient(),
+                || storage.delete_objects(&keys, &cancel),
+            )
+            .await
+            .map_err(|e| format!("deleting the timeline's {what}: {e}"))?;
+        }
+        info!(%tenant, %timeline, "the timeline's remote objects are deleted");
         Ok(())
     }
 }
