@@ -245,6 +245,8 @@ impl TenantManager {
                 return Err(e.into());
             }
         };
+        // Test hook: a crash with every download done, before the tenant is in place.
+        let _ = utils::failpoint::eval_async("attach-before-rename").await;
         crashsafe::durable_rename(&tmp, &dir, sync).map_err(io(&dir))?;
         let res = self.res.clone();
         let d = dir.clone();
@@ -266,6 +268,8 @@ impl TenantManager {
             return Ok(());
         };
         drain(&t).await;
+        // Test hook: a crash with the queues drained, before the local state goes.
+        let _ = utils::failpoint::eval_async("detach-before-remove").await;
         let _g = self.lock.lock().await;
         self.remove_local(&t)?;
         info!(tenant_id = %id, "tenant detached");

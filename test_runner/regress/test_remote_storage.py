@@ -261,3 +261,102 @@ def test_timeline_deletion_marks_then_removes_and_resumes_after_a_crash(ps_env_f
     assert bucket.objects(timeline_prefix(env.tenant, b)) == {}
     assert {t["timeline_id"] for t in http.timeline_list(env.tenant)} == {env.timeline}
     wait_timeline_state(http, env.tenant, env.timeline, "Active")
+
+
+CRASH_POINTS = [
+    ("remote-before-upload_layer", "flush"),
+    ("remote-after-upload_layer", "flush"),
+    ("remote-before-upload_index", "flush"),
+    ("remote-after-upload_index", "flush"),
+    ("attach-before-rename", "attach"),
+    ("detach-before-remove", "detach"),
+    ("timeline-delete-after-mark", "timeline_delete"),
+    ("timeline-delete-before-indexes", "timeline_delete"),
+    ("timeline-delete-after-mark", "tenant_delete"),
+]
+
+
+@pytest.mark.allowed_errors(
+    r"marked deleted in remote storage .* did not finish",
+    r"timeline is broken",
+)
+@pytest.mark.parametrize(("failpoint", "operation"), CRASH_POINTS)
+def test_a_crash_at_any_step_converges(ps_env_factory, test_dir, failpoint, operation):
+    """The process exits at one step of an upload, an attach, a detach or a deletion; after
+    a restart (and, where the operation was cut short, repeating it) the state converges:
+    the bucket's index names only objects that exist, local and remote agree, and the
+    tenant restored from the bucket alone has the compute's relations."""
+    root = test_dir.path / "bucket"
+    root.mkdir()
+    bucket = RemoteBucket("local_fs", {"local_path": str(root)}, None, root)
+    env = ps_env_factory(config={"remote_storage": bucket.config})
+    compute = env.import_compute()
+    wait_uploaded(env)
+    http, ps = env.http, env.pageserver
+    branch = uuid.uuid4().hex
+    if operation == "timeline_delete":
+        http.timeline_branch(env.tenant, branch, env.timeline)
+        wait_timeline_state(http, env.tenant, branch, "Active")
+    if operation == "attach":
+        http.location_config(env.tenant, "Detached")
+
+    http.configure_failpoints((failpoint, "exit"))
+    try:
+        if operation == "flush":
+            compute.pg.safe_psql(
+                "CREATE TABLE t AS SELECT g, repeat('x', 200) AS pad "
+                "FROM generate_series(1, 20000) g"
+            )
+            env.checkpoint_and_wait()
+            http.timeline_checkpoint(env.tenant, env.timeline)
+        elif operation == "attach":
+            http.location_config(
+                env.tenant, "AttachedSingle", generation=2, tenant_conf=env.tenant_config()
+            )
+        elif operation == "detach":
+            http.location_config(env.tenant, "Detached")
+        elif operation == "timeline_delete":
+            http.timeline_delete(env.tenant, branch)
+        else:
+            http.tenant_delete(env.tenant)
+    except requests.RequestException:
+        pass
+    wait_until(
+        lambda: not ps.is_running(), timeout=60, what=f"the pageserver exited at {failpoint}"
+    )
+    assert ps.returncode == 1, f"exit status {ps.returncode}"
+    ps.start()
+
+    tenants = {t["id"] for t in http.tenant_list()}
+    if operation == "attach":
+        assert env.tenant not in tenants, "a half-attached tenant is listed"
+        http.location_config(
+            env.tenant, "AttachedSingle", generation=2, tenant_conf=env.tenant_config()
+        )
+    elif operation == "detach":
+        assert env.tenant in tenants
+        wait_timeline_state(http, env.tenant, env.timeline, "Active")
+    elif operation == "timeline_delete":
+        http.timeline_delete(env.tenant, branch)
+        assert bucket.objects(timeline_prefix(env.tenant, branch)) == {}
+    elif operation == "tenant_delete":
+        http.tenant_delete(env.tenant)
+        assert bucket.objects(f"tenants/{env.tenant}/") == {}
+        assert env.tenant not in {t["id"] for t in http.tenant_list()}
+        return
+
+    wait_timeline_state(http, env.tenant, env.timeline, "Active")
+    env.checkpoint_and_wait()
+    http.timeline_checkpoint(env.tenant, env.timeline)
+    wait_uploaded(env)
+    index = check_bucket(bucket, env.tenant, env.timeline)
+    assert set(index["layer_metadata"]) == local_layers(env)
+    # The bucket alone is a complete copy.
+    generation = max(t["generation"] for t in http.tenant_list() if t["id"] == env.tenant)
+    http.location_config(env.tenant, "Detached")
+    http.location_config(
+        env.tenant, "AttachedSingle", generation=generation + 1, tenant_conf=env.tenant_config()
+    )
+    wait_timeline_state(http, env.tenant, env.timeline, "Active")
+    lsn = env.checkpoint_and_wait()
+    env.compare_relations(lsn).check()

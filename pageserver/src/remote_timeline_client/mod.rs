@@ -438,6 +438,9 @@ fn execute(inner: Arc<Inner>, op: UploadOp) -> BoxFuture<'static, ()> {
         let kind = op.kind();
         let (tenant, timeline, cancel) = (inner.tenant, inner.timeline, &inner.cancel);
         let what;
+        if !matches!(op, UploadOp::Barrier | UploadOp::Shutdown) {
+            crash_point("before", kind).await;
+        }
         let result = match &op {
             UploadOp::UploadLayer { name, meta, local } => {
                 what = format!("upload of layer {name}");
@@ -500,6 +503,7 @@ fn execute(inner: Arc<Inner>, op: UploadOp) -> BoxFuture<'static, ()> {
         };
         match result {
             Ok(()) => {
+                crash_point("after", kind).await;
                 metrics::REMOTE_OP_SECONDS
                     .with_label_values(&[kind.label()])
                     .observe(started.elapsed().as_secs_f64());
@@ -515,6 +519,14 @@ fn execute(inner: Arc<Inner>, op: UploadOp) -> BoxFuture<'static, ()> {
         }
     }
     .boxed()
+}
+
+/// Test hook for crash tests: failpoint `remote-<before|after>-<kind>` (for example
+/// `remote-after-upload_index` with the `exit` action); other actions are ignored.
+async fn crash_point(when: &str, kind: OpKind) {
+    if utils::failpoint::supported() {
+        let _ = utils::failpoint::eval_async(&format!("remote-{when}-{}", kind.label())).await;
+    }
 }
 
 /// Retries `op` forever (until cancelled), counting failures.

@@ -430,16 +430,18 @@ impl Tenant {
         if tl.state() != TimelineState::Active {
             return;
         }
-        // The upload queue starts before the flush loop: every flush goes through it.
+        // The upload queue starts before the flush loop (every flush goes through it) and
+        // the walreceiver (a timeline whose queue cannot start ingests nothing).
         let flushing = tl.clone();
+        let res = self.res.clone();
         tokio::spawn(async move {
             if let Err(reason) = flushing.start_remote().await {
                 flushing.set_state(TimelineState::Broken(reason));
                 return;
             }
+            crate::walreceiver::spawn(flushing.clone(), res);
             flushing.flush_loop().await;
         });
-        crate::walreceiver::spawn(tl.clone(), self.res.clone());
     }
 
     /// A timeline by id.

@@ -188,6 +188,10 @@ impl Timeline {
                 crate::remote_timeline_client::layout::parse_index_generation(k.as_str()).is_some()
             });
         for (what, keys) in [("layers", layers), ("indexes", indexes)] {
+            if what == "indexes" {
+                // Test hook: a crash with the layers gone and the (marked) index left.
+                let _ = utils::failpoint::eval_async("timeline-delete-before-indexes").await;
+            }
             backoff::retry(
                 &format!("deletion of the timeline's {what}"),
                 policy,
