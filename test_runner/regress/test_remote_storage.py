@@ -11,6 +11,8 @@ named by it once the queue is drained.
 from __future__ import annotations
 
 import json
+import re
+import time
 import uuid
 
 import pytest
@@ -19,9 +21,12 @@ import requests
 from fixtures.http_api import ApiError
 from fixtures.pageserver import wait_timeline_state
 from fixtures.pageserver_env import PageserverEnv
+from fixtures.paths import StrataBinaries
 from fixtures.remote_storage import RemoteBucket
-from fixtures.safekeeper import lsn_to_int
+from fixtures.safekeeper import int_to_lsn, lsn_to_int
+from fixtures.strata_cli import StrataEnv
 from fixtures.utils import wait_until
+from fixtures.workdir import TestDir
 
 
 def timeline_prefix(tenant: str, timeline: str) -> str:
@@ -360,3 +365,81 @@ def test_a_crash_at_any_step_converges(ps_env_factory, test_dir, failpoint, oper
     wait_timeline_state(http, env.tenant, env.timeline, "Active")
     lsn = env.checkpoint_and_wait()
     env.compare_relations(lsn).check()
+
+
+SEG_SIZE = 16 * 1024 * 1024
+SEGMENT_NAME = re.compile(r"^[0-9A-F]{24}$")
+# One pass of the safekeepers' WAL removal (`--wal-removal-interval`, 10 s) plus a margin.
+REMOVAL_PASS_S = 12
+
+
+def test_safekeepers_keep_wal_until_the_bucket_holds_it(
+    strata_bin: StrataBinaries, test_dir: TestDir
+):
+    """The whole cluster (`strata init --remote-storage local`): with the pageserver's index
+    uploads held (a paused failpoint), its layers are on its disk but not in the bucket, so
+    `remote_consistent_lsn` stays and no safekeeper deletes WAL above it; once uploads go on,
+    it advances and the old segments go."""
+    with StrataEnv(strata_bin, test_dir.path / "repo", remote_storage="local") as env:
+        tenant = env.tenant_create(
+            "-c", "checkpoint_distance=1048576", "-c", "checkpoint_timeout=1s"
+        )
+        timeline = env.timeline(tenant)
+        env.endpoint_create_start("main")
+        env.sql("main", "CREATE TABLE t (id int, tag text, pad text)")
+        ps_port = env.config()["pageservers"][0]["http_port"]
+        ps = f"http://127.0.0.1:{ps_port}"
+
+        def detail() -> dict:
+            r = requests.get(f"{ps}/v1/tenant/{tenant}/timeline/{timeline}", timeout=10)
+            r.raise_for_status()
+            return r.json()
+
+        def segments(sk: int) -> list[int]:
+            tl_dir = env.repo / f"safekeeper_{sk}" / tenant / timeline
+            names = [p.name.removesuffix(".partial") for p in tl_dir.iterdir()]
+            return sorted(
+                int(n[8:16], 16) * 256 + int(n[16:], 16) for n in names if SEGMENT_NAME.match(n)
+            )
+
+        def write_segments(n: int, tag: str) -> int:
+            for i in range(n):
+                env.sql(
+                    "main",
+                    f"INSERT INTO t SELECT g, '{tag}-{i}', repeat('x', 200) "
+                    "FROM generate_series(1, 1000) g",
+                )
+                env.sql("main", "SELECT pg_switch_wal()")
+            return lsn_to_int(env.sql("main", "SELECT pg_current_wal_lsn()")[0][0])
+
+        wait_until(lambda: lsn_to_int(detail()["remote_consistent_lsn"]) > 0, what="first index")
+        body = [{"name": "remote-before-upload_index", "actions": "pause"}]
+        requests.put(f"{ps}/v1/failpoints", json=body, timeout=10).raise_for_status()
+        held = lsn_to_int(detail()["remote_consistent_lsn"])
+        end = write_segments(4, "held")
+        wait_until(
+            lambda: lsn_to_int(detail()["disk_consistent_lsn"]) >= end - SEG_SIZE,
+            timeout=60,
+            what="the pageserver's layers past the written segments",
+        )
+        time.sleep(REMOVAL_PASS_S)
+        assert lsn_to_int(detail()["remote_consistent_lsn"]) == held, detail()
+        for sk in (1, 2, 3):
+            first = segments(sk)[0]
+            assert first <= held // SEG_SIZE, (
+                f"safekeeper {sk} removed WAL the bucket does not hold: it starts at segment "
+                f"{first}, remote_consistent_lsn {int_to_lsn(held)} is in {held // SEG_SIZE}"
+            )
+
+        body = [{"name": "remote-before-upload_index", "actions": "off"}]
+        requests.put(f"{ps}/v1/failpoints", json=body, timeout=10).raise_for_status()
+        wait_until(
+            lambda: lsn_to_int(detail()["remote_consistent_lsn"]) >= end - SEG_SIZE,
+            timeout=60,
+            what="remote_consistent_lsn advancing once uploads go on",
+        )
+        wait_until(
+            lambda: any(segments(sk)[0] > held // SEG_SIZE for sk in (1, 2, 3)),
+            timeout=60,
+            what="a safekeeper removing the segments the bucket now holds",
+        )
