@@ -116,7 +116,7 @@ def test_remote_storage_speed(
     wait_until(
         lambda: lsn_to_int(detail()["remote_consistent_lsn"]) >= imported,
         timeout=3600,
-        interval=0.05,
+        interval=0.01,
         what="the import uploaded",
     )
     upload_s = time.monotonic() - started
