@@ -21,7 +21,7 @@ use utils::crashsafe::{self, Sync};
 use utils::{TenantId, TimelineId};
 
 use crate::config::TenantConfigOverrides;
-use crate::tenant::{Location, Tenant, TenantError, TenantResources, attach, io};
+use crate::tenant::{Location, Tenant, TenantError, TenantResources, attach, io, manifest};
 
 /// Why a tenant-level operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +135,7 @@ impl TenantManager {
         let dir = Self::tenants_dir(&self.res).join(id.to_string());
         let t = Tenant::create(id, dir, overrides, self.res.clone())?;
         self.tenants.write().insert(id, t.clone());
+        t.schedule_manifest_upload();
         info!(tenant_id = %id, "tenant created");
         Ok(t)
     }
@@ -157,6 +158,12 @@ impl TenantManager {
             tl.remove_remote_objects()
                 .await
                 .map_err(|e| failed(tl.timeline_id, e))?;
+        }
+        if let Some(storage) = &self.res.remote {
+            let _no_upload = t.manifest_lock.lock().await;
+            manifest::delete_manifests(storage, id, &CancellationToken::new())
+                .await
+                .map_err(|e| TenantError::Conflict(format!("deleting tenant {id}: {e}")))?;
         }
         self.remove_local(&t)
     }
@@ -191,7 +198,7 @@ impl TenantManager {
         &self,
         id: TenantId,
         generation: Generation,
-        overrides: TenantConfigOverrides,
+        overrides: Option<TenantConfigOverrides>,
     ) -> Result<(Arc<Tenant>, bool), ManagerError> {
         let _g = self.lock.lock().await;
         let sync = Sync::from_no_sync(self.res.conf.no_sync);
@@ -206,9 +213,13 @@ impl TenantManager {
                 });
             }
             if generation == current {
-                t.set_overrides(overrides)?;
+                if let Some(o) = overrides {
+                    t.set_overrides(o)?;
+                    t.schedule_manifest_upload();
+                }
                 return Ok((t, false));
             }
+            let overrides = overrides.unwrap_or_else(|| t.overrides());
             drain(&t).await;
             t.shutdown();
             Location { generation }.persist(&t.dir, sync)?;
@@ -220,6 +231,7 @@ impl TenantManager {
             nt.set_overrides(overrides)?;
             nt.activate();
             self.tenants.write().insert(id, nt.clone());
+            nt.schedule_manifest_upload();
             info!(tenant_id = %id, %generation, "tenant re-attached in a newer generation");
             return Ok((nt, false));
         }
@@ -229,12 +241,21 @@ impl TenantManager {
             ))
             .into());
         };
+        let cancel = CancellationToken::new();
+        // The request's config, else the one the tenant's manifest records.
+        let overrides = match overrides {
+            Some(o) => o,
+            None => manifest::download_manifest(&storage, id, generation, &cancel)
+                .await
+                .map_err(|e| TenantError::Create(format!("attach: {e}")))?
+                .map(|m| m.tenant_conf)
+                .unwrap_or_default(),
+        };
         overrides
             .apply(&self.res.conf.tenant_config)
             .map_err(TenantError::Invalid)?;
         let dir = Self::tenants_dir(&self.res).join(id.to_string());
         let tmp = crashsafe::temp_path_for(&dir);
-        let cancel = CancellationToken::new();
         let built =
             attach::download_tenant(&storage, id, generation, &overrides, &tmp, sync, &cancel)
                 .await;
@@ -255,6 +276,7 @@ impl TenantManager {
             .map_err(|e| TenantError::Create(format!("loading tenant {id}: {e}")))?;
         t.activate();
         self.tenants.write().insert(id, t.clone());
+        t.schedule_manifest_upload();
         info!(tenant_id = %id, %generation, "tenant attached from remote storage with {} timelines", timelines.len());
         Ok((t, true))
     }

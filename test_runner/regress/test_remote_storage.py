@@ -135,10 +135,14 @@ def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, re
     # The compute keeps writing meanwhile; the safekeepers keep the WAL for the pageserver.
     compute.pg.safe_psql("INSERT INTO t SELECT g, 'after detach' FROM generate_series(1, 5000) g")
 
-    answer = http.location_config(
-        env.tenant, "AttachedSingle", generation=2, tenant_conf=env.tenant_config()
-    )
+    manifests = bucket.objects(f"tenants/{env.tenant}/tenant-manifest")
+    assert list(manifests) == [f"tenants/{env.tenant}/tenant-manifest-00000001.json"], manifests
+    # No tenant_conf: the tenant's config comes back from its manifest (its safekeepers:
+    # without them it would ingest nothing).
+    answer = http.location_config(env.tenant, "AttachedSingle", generation=2)
     assert answer["attached_from_remote"] is True, answer
+    overrides = http.tenant_config(env.tenant)["overrides"]
+    assert overrides == {**overrides, **env.tenant_config()}, overrides
     assert answer["tenant"]["generation"] == 2 and answer["tenant"]["timelines"] == 1, answer
     wait_timeline_state(http, env.tenant, env.timeline, "Active")
     lsn = env.checkpoint_and_wait()

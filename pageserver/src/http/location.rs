@@ -29,7 +29,8 @@ pub enum LocationConfigRequest {
         /// The attachment generation.
         #[schema(minimum = 1, maximum = 4294967295_u64)]
         generation: u32,
-        /// Config overrides (keys of `[tenant_config]`).
+        /// Config overrides (keys of `[tenant_config]`); without them, a tenant attached
+        /// from object storage takes its manifest's, and a held one keeps its own.
         #[serde(default)]
         tenant_conf: Option<TenantConfigOverrides>,
     },
@@ -84,10 +85,9 @@ pub(super) async fn tenant_location_config(
             if generation == 0 {
                 return Err(ApiError::BadRequest("generation must be at least 1".into()));
             }
-            let overrides = tenant_conf.unwrap_or_default();
             let (t, fresh) = st
                 .tenants
-                .attach(tenant_id, Generation(generation), overrides)
+                .attach(tenant_id, Generation(generation), tenant_conf)
                 .await?;
             Ok(Json(LocationConfigResponse {
                 mode: LocationMode::AttachedSingle,

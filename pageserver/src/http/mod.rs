@@ -293,6 +293,7 @@ async fn tenant_config_put(
     let t = tenant(&st, &auth, tenant_id)?;
     let overrides: TenantConfigOverrides = object_body(body)?;
     t.set_overrides(overrides)?;
+    t.schedule_manifest_upload();
     Ok(Json(config_response(&t)))
 }
 

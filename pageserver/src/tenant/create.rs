@@ -76,6 +76,7 @@ impl Tenant {
         debug_assert_eq!(*tl.metadata.lock(), meta);
         self.insert_timeline(tl.clone());
         self.start_timeline(&tl);
+        self.schedule_manifest_upload();
         info!(
             tenant_id = %self.tenant_id,
             timeline_id = %id,

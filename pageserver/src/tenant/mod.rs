@@ -12,6 +12,7 @@
 
 pub mod attach;
 pub mod create;
+pub mod manifest;
 pub mod size;
 
 use std::collections::HashMap;
@@ -192,6 +193,8 @@ pub struct Tenant {
     pub(crate) res: TenantResources,
     /// Serializes timeline creation and deletion.
     pub(crate) create_lock: tokio::sync::Mutex<()>,
+    /// One manifest upload at a time ([`manifest`]).
+    pub(crate) manifest_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Tenant {
@@ -214,6 +217,7 @@ impl Tenant {
             generation: Mutex::new(Generation(1)),
             res,
             create_lock: tokio::sync::Mutex::new(()),
+            manifest_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -491,7 +495,7 @@ impl Tenant {
     }
 
     /// Deletes a timeline without children: stops it, then removes its directory.
-    pub async fn delete_timeline(&self, id: TimelineId) -> Result<(), TenantError> {
+    pub async fn delete_timeline(self: &Arc<Self>, id: TimelineId) -> Result<(), TenantError> {
         let _guard = self.create_lock.lock().await;
         let tl = self.timeline(id)?;
         let children: Vec<TimelineId> = self
@@ -520,6 +524,7 @@ impl Tenant {
         crashsafe::durable_rename(&tl.dir, &tmp, sync).map_err(io(&tl.dir))?;
         std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
         self.timelines.lock().remove(&id);
+        self.schedule_manifest_upload();
         info!(tenant_id = %self.tenant_id, timeline_id = %id, "timeline deleted");
         Ok(())
     }
