@@ -243,6 +243,9 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
     root.cancelled().await;
     info!("shutting down");
     size_task.abort();
+    tenants
+        .drain_uploads(std::time::Duration::from_secs(10))
+        .await;
     tenants.shutdown();
     if let Err(e) = page_task.await {
         warn!("page service task failed: {e}");

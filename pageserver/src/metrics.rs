@@ -256,3 +256,16 @@ pub static REMOTE_UPLOAD_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
         "pageserver_remote_upload_bytes_total",
     )
 });
+
+/// `pageserver_remote_consistent_lsn{tenant_id, timeline_id}`: the uploaded index's
+/// `disk_consistent_lsn` (what object storage holds).
+pub static REMOTE_CONSISTENT_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    must(
+        register_int_gauge_vec!(
+            "pageserver_remote_consistent_lsn",
+            "Everything at or below this LSN is in object storage",
+            &["tenant_id", "timeline_id"]
+        ),
+        "pageserver_remote_consistent_lsn",
+    )
+});

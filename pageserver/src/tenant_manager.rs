@@ -298,6 +298,27 @@ impl TenantManager {
         Ok(())
     }
 
+    /// Lets every timeline's upload queue finish what it holds, all within `timeout` (a
+    /// clean stop then leaves nothing for the next start to upload); then the caller stops
+    /// the tenants.
+    pub async fn drain_uploads(&self, timeout: Duration) {
+        let clients: Vec<_> = self
+            .list()
+            .iter()
+            .flat_map(|t| t.timelines())
+            .filter_map(|tl| tl.remote_client().cloned())
+            .collect();
+        if clients.is_empty() {
+            return;
+        }
+        let all = futures::future::join_all(clients.iter().map(|c| c.wait_completion()));
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            warn!(
+                "the upload queues did not drain within {timeout:?}; the next start uploads what is left"
+            );
+        }
+    }
+
     /// Stops every tenant.
     pub fn shutdown(&self) {
         for t in self.tenants.read().values() {

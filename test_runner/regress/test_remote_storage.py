@@ -84,6 +84,10 @@ def test_layers_and_index_reach_the_bucket_and_survive_a_restart(ps_env_factory,
     index = check_bucket(bucket, env.tenant, env.timeline)
     assert set(index["layer_metadata"]) == local_layers(env)
     assert index["metadata"]["disk_consistent_lsn"] == detail["disk_consistent_lsn"]
+    gauge = env.http.metric_value(
+        f'pageserver_remote_consistent_lsn{{tenant_id="{env.tenant}",timeline_id="{env.timeline}"'
+    )
+    assert gauge == lsn_to_int(detail["remote_consistent_lsn"]), gauge
     prefix = timeline_prefix(env.tenant, env.timeline)
     objects_before = bucket.objects(prefix)
 

@@ -409,7 +409,19 @@ async fn run(inner: Arc<Inner>) {
             done = running.join_next(), if !running.is_empty() => {
                 // A cancelled or panicked operation (Err): the client is going away.
                 if let Some(Ok((id, kind))) = done {
-                    inner.state.lock().queue.complete(id);
+                    let uploaded = {
+                        let mut st = inner.state.lock();
+                        st.queue.complete(id);
+                        st.queue.clean().map(|i| i.metadata.disk_consistent_lsn)
+                    };
+                    if let (OpKind::UploadIndex, Some(lsn)) = (kind, uploaded) {
+                        metrics::REMOTE_CONSISTENT_LSN
+                            .with_label_values(&[
+                                &inner.tenant.to_string(),
+                                &inner.timeline.to_string(),
+                            ])
+                            .set(lsn.0 as i64);
+                    }
                     metrics::REMOTE_QUEUE_DEPTH.with_label_values(&[kind.label()]).dec();
                     inner.progress.send_modify(|n| *n += 1);
                 }
