@@ -18,7 +18,9 @@ layer, uploaded when the timeline starts).
         test_runner/performance/test_remote_storage_speed.py -s
 
 Runs only on release binaries or with STRATA_BENCH=1; STRATA_BENCH_SCALE (68) for a quick
-check; only a release run at the default scale appends to docs/performance.md.
+check; STRATA_BENCH_NOISE_MIB adds a table of that many MiB of random hex text (pgbench's
+rows compress about ten-fold in image layers; this does not, so 1024 gives about 1 GiB of
+layers). Only release runs at the default scale append to docs/performance.md.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ pytestmark = BENCH_ONLY
 
 DEFAULT_SCALE = 68
 SCALE = env_int("STRATA_BENCH_SCALE", DEFAULT_SCALE)
+NOISE_MIB = env_int("STRATA_BENCH_NOISE_MIB", 0)
 GOAL_RATIO = 1.5
 
 SECTION = "## Object storage (pageserver)"
@@ -100,6 +103,14 @@ def test_remote_storage_speed(
     primary.start()
     log = test_dir.path / "pgbench-init.log"
     run_pgbench(pg_bindir, primary, log, "-i", "-s", str(SCALE), "-q", timeout=3600)
+    if NOISE_MIB:
+        # 2 KiB of random hex per row (TOASTed, barely compressible by zstd beyond hex's 2x).
+        rows = NOISE_MIB * 512
+        primary.safe_psql(
+            "CREATE TABLE noise AS SELECT g, (SELECT string_agg(md5(random()::text || i), '') "
+            "FROM generate_series(1, 64) i WHERE g > 0) AS pad "
+            f"FROM generate_series(1, {rows}) g"
+        )
     primary.stop(mode="fast")
     tenant, timeline = random_id(), random_id()
     http = ps.http
@@ -152,7 +163,9 @@ def test_remote_storage_speed(
             SECTION,
             TABLE_HEADER,
             [
-                f"| {today()} | {PROFILE} | pgbench scale {SCALE}, imported | {len(layers)}, "
+                f"| {today()} | {PROFILE} | pgbench scale {SCALE}"
+                f"{f' + {NOISE_MIB} MiB of random text' if NOISE_MIB else ''}, imported "
+                f"| {len(layers)}, "
                 f"{size / MiB:.0f} MiB | {upload_s:.2f}s | {cp_s:.2f}s | {upload_s / cp_s:.2f} "
                 f"| {attach_s:.2f}s | {cp_out_s:.2f}s | {attach_s / cp_out_s:.2f} |"
             ],
