@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use pageserver_api::Generation;
-use remote_storage::{DownloadOpts, GenericRemoteStorage, ListingMode, UploadSource};
+use remote_storage::{DownloadOpts, GenericRemoteStorage, ListingMode, RemotePath, UploadSource};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -56,14 +56,12 @@ fn policy() -> RetryPolicy {
     }
 }
 
-/// Reads the manifest with the highest generation not above `mine`; `Ok(None)` when there
-/// is none.
-pub async fn download_manifest(
+/// The manifest objects of `tenant`, with their generations.
+async fn list_manifests(
     storage: &GenericRemoteStorage,
     tenant: TenantId,
-    mine: Generation,
     cancel: &CancellationToken,
-) -> Result<Option<TenantManifest>, String> {
+) -> Result<Vec<(RemotePath, Generation)>, String> {
     let prefix = layout::tenant_prefix(tenant).map_err(|e| e.to_string())?;
     let listing = backoff::retry(
         "listing the tenant manifests",
@@ -74,11 +72,24 @@ pub async fn download_manifest(
     )
     .await
     .map_err(|e| format!("listing the tenant manifests: {e}"))?;
-    let present = listing
+    Ok(listing
         .keys
-        .iter()
-        .filter_map(|o| parse_manifest_generation(o.key.as_str()));
-    let Some(generation) = layout::pick_index_generation(present, mine) else {
+        .into_iter()
+        .filter_map(|o| parse_manifest_generation(o.key.as_str()).map(|g| (o.key, g)))
+        .collect())
+}
+
+/// Reads the manifest with the highest generation not above `mine`; `Ok(None)` when there
+/// is none.
+pub async fn download_manifest(
+    storage: &GenericRemoteStorage,
+    tenant: TenantId,
+    mine: Generation,
+    cancel: &CancellationToken,
+) -> Result<Option<TenantManifest>, String> {
+    let present = list_manifests(storage, tenant, cancel).await?;
+    let Some(generation) = layout::pick_index_generation(present.iter().map(|(_, g)| *g), mine)
+    else {
         return Ok(None);
     };
     let path = layout::tenant_manifest_path(tenant, generation).map_err(|e| e.to_string())?;
@@ -122,21 +133,10 @@ pub async fn delete_manifests(
     tenant: TenantId,
     cancel: &CancellationToken,
 ) -> Result<(), String> {
-    let prefix = layout::tenant_prefix(tenant).map_err(|e| e.to_string())?;
-    let listing = backoff::retry(
-        "listing the tenant manifests",
-        policy(),
-        cancel,
-        |e: &remote_storage::Error| !e.is_transient(),
-        || storage.list(Some(&prefix), ListingMode::WithDelimiter, None, cancel),
-    )
-    .await
-    .map_err(|e| format!("listing the tenant manifests: {e}"))?;
-    let keys: Vec<_> = listing
-        .keys
+    let keys: Vec<RemotePath> = list_manifests(storage, tenant, cancel)
+        .await?
         .into_iter()
-        .map(|o| o.key)
-        .filter(|k| parse_manifest_generation(k.as_str()).is_some())
+        .map(|(k, _)| k)
         .collect();
     backoff::retry(
         "deletion of the tenant manifests",
