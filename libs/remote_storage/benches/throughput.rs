@@ -1,4 +1,5 @@
-//! Upload and download throughput of 8 MiB objects: LocalFs against a plain file copy on the
+//! Upload and download throughput of 8 MiB objects (`STRATA_BENCH_OBJECT_MIB` for another
+//! size): LocalFs against a plain file copy on the
 //! same disk, and S3 (moto) and Azure (Azurite) on loopback. Prints MiB/s and the ratio of
 //! each operation's time to the plain copy's (goal: LocalFs within 1.5×).
 //!
@@ -21,7 +22,14 @@ use remote_storage::{DownloadOpts, GenericRemoteStorage, RemotePath, UploadSourc
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-const OBJECT_SIZE: usize = 8 << 20;
+/// The object size: `STRATA_BENCH_OBJECT_MIB` MiB (8 by default).
+fn object_size() -> usize {
+    std::env::var("STRATA_BENCH_OBJECT_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(8)
+        << 20
+}
 const MIB: f64 = (1 << 20) as f64;
 
 struct Stats {
@@ -31,7 +39,7 @@ struct Stats {
 
 impl Stats {
     fn mib_per_s(&self) -> f64 {
-        OBJECT_SIZE as f64 / MIB / self.median.as_secs_f64()
+        object_size() as f64 / MIB / self.median.as_secs_f64()
     }
 }
 
@@ -93,7 +101,7 @@ async fn bench_backend(
         let key = RemotePath::new(&format!("bench/obj{}", i % 4)).unwrap();
         let cancel = &cancel;
         async move {
-            s.upload(source, OBJECT_SIZE as u64, &key, None, cancel)
+            s.upload(source, object_size() as u64, &key, None, cancel)
                 .await
                 .unwrap();
         }
@@ -126,7 +134,7 @@ fn main() {
         // Same disk for everything: the data, the copies and the LocalFs root.
         let scratch = tempfile::tempdir_in(common::workspace_root().join("target")).unwrap();
         let src = scratch.path().join("source-8mib");
-        let data: Vec<u8> = (0..OBJECT_SIZE)
+        let data: Vec<u8> = (0..object_size())
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         std::fs::write(&src, &data).unwrap();
@@ -177,7 +185,10 @@ fn main() {
             .await;
         }
 
-        println!("\nremote_storage throughput, 8 MiB objects, median of {iterations} runs");
+        println!(
+            "\nremote_storage throughput, {} MiB objects, median of {iterations} runs",
+            object_size() >> 20
+        );
         println!(
             "{:<26} {:>10} {:>10} {:>14}",
             "operation", "median", "MiB/s", "time vs copy"
