@@ -131,6 +131,11 @@ def test_remote_storage_speed(
         what="the import uploaded",
     )
     upload_s = time.monotonic() - started
+    ops = {
+        kind: http.metric_value(f'pageserver_remote_operation_seconds_sum{{kind="{kind}"')
+        for kind in ("upload_layer", "upload_index")
+    }
+    print(f"\nremote operation seconds (from the pageserver's histogram): {ops}")
     tl_dir = ps.timeline_dir(tenant, timeline)
     layers = [p for p in tl_dir.iterdir() if "__" in p.name]
     size = sum(p.stat().st_size for p in layers)
