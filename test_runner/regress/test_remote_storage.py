@@ -54,6 +54,13 @@ def local_layers(env: PageserverEnv) -> set[str]:
     return {p.name for p in d.iterdir() if "__" in p.name and not p.name.endswith("___temp")}
 
 
+def flush_to_layers(env: PageserverEnv) -> None:
+    """CHECKPOINT the compute, wait until the pageserver has its WAL, and write it out to
+    layer files (which the upload queue then uploads)."""
+    env.checkpoint_and_wait()
+    env.http.timeline_checkpoint(env.tenant, env.timeline)
+
+
 def wait_uploaded(env: PageserverEnv, timeout: float = 60.0) -> dict:
     """Until remote_consistent_lsn reaches disk_consistent_lsn; returns the detail."""
 
@@ -77,8 +84,7 @@ def test_layers_and_index_reach_the_bucket_and_survive_a_restart(ps_env_factory,
     compute.pg.safe_psql(
         "CREATE TABLE t AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 30000) g"
     )
-    env.checkpoint_and_wait()
-    env.http.timeline_checkpoint(env.tenant, env.timeline)
+    flush_to_layers(env)
     detail = wait_uploaded(env)
     assert lsn_to_int(detail["remote_consistent_lsn"]) > lsn_to_int(first["remote_consistent_lsn"])
     index = check_bucket(bucket, env.tenant, env.timeline)
@@ -104,13 +110,12 @@ def test_layers_and_index_reach_the_bucket_and_survive_a_restart(ps_env_factory,
 
     # And it goes on uploading.
     compute.pg.safe_psql("INSERT INTO t SELECT g, 'y' FROM generate_series(1, 20000) g")
-    env.checkpoint_and_wait()
-    env.http.timeline_checkpoint(env.tenant, env.timeline)
+    flush_to_layers(env)
     final = wait_uploaded(env)
     assert lsn_to_int(final["remote_consistent_lsn"]) > lsn_to_int(after["remote_consistent_lsn"])
     index = check_bucket(bucket, env.tenant, env.timeline)
     assert set(index["layer_metadata"]) == local_layers(env)
-    # The pageserver reports what the bucket holds to the safekeepers.
+    # remote_consistent_lsn, what the safekeepers are told, is what the bucket holds.
     assert index["metadata"]["disk_consistent_lsn"] == final["remote_consistent_lsn"]
 
 
@@ -125,8 +130,7 @@ def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, re
     compute.pg.safe_psql(
         "CREATE TABLE t AS SELECT g, repeat('x', 300) AS pad FROM generate_series(1, 40000) g"
     )
-    env.checkpoint_and_wait()
-    env.http.timeline_checkpoint(env.tenant, env.timeline)
+    flush_to_layers(env)
     wait_uploaded(env)
     check_bucket(bucket, env.tenant, env.timeline)
 
@@ -207,8 +211,7 @@ def test_a_flaky_bucket_delays_uploads_but_loses_nothing(ps_env_factory, test_di
             f"CREATE TABLE t{i} AS SELECT g, repeat('x', 200) AS pad "
             "FROM generate_series(1, 8000) g"
         )
-        env.checkpoint_and_wait()
-        env.http.timeline_checkpoint(env.tenant, env.timeline)
+        flush_to_layers(env)
         if any(
             "index_part.json" in k
             for k in bucket.objects(timeline_prefix(env.tenant, env.timeline))
@@ -320,8 +323,7 @@ def test_a_crash_at_any_step_converges(ps_env_factory, test_dir, failpoint, oper
                 "CREATE TABLE t AS SELECT g, repeat('x', 200) AS pad "
                 "FROM generate_series(1, 20000) g"
             )
-            env.checkpoint_and_wait()
-            http.timeline_checkpoint(env.tenant, env.timeline)
+            flush_to_layers(env)
         elif operation == "attach":
             http.location_config(
                 env.tenant, "AttachedSingle", generation=2, tenant_conf=env.tenant_config()
@@ -359,8 +361,7 @@ def test_a_crash_at_any_step_converges(ps_env_factory, test_dir, failpoint, oper
         return
 
     wait_timeline_state(http, env.tenant, env.timeline, "Active")
-    env.checkpoint_and_wait()
-    http.timeline_checkpoint(env.tenant, env.timeline)
+    flush_to_layers(env)
     wait_uploaded(env)
     index = check_bucket(bucket, env.tenant, env.timeline)
     assert set(index["layer_metadata"]) == local_layers(env)

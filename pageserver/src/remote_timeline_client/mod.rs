@@ -446,13 +446,14 @@ async fn run(inner: Arc<Inner>) {
 /// Runs one operation until it succeeds (or the client is cancelled).
 fn execute(inner: Arc<Inner>, op: UploadOp) -> BoxFuture<'static, ()> {
     async move {
-        let started = Instant::now();
         let kind = op.kind();
         let (tenant, timeline, cancel) = (inner.tenant, inner.timeline, &inner.cancel);
         let what;
         if !matches!(op, UploadOp::Barrier | UploadOp::Shutdown) {
             crash_point("before", kind).await;
         }
+        // After the test hook: a paused failpoint is not the operation's time.
+        let started = Instant::now();
         let result = match &op {
             UploadOp::UploadLayer { name, meta, local } => {
                 what = format!("upload of layer {name}");
@@ -585,9 +586,31 @@ pub fn file_checksum(path: &Path) -> std::io::Result<(u64, u32)> {
     }
 }
 
+/// Runs a one-off remote call (start-up, attach, deletion, the tenant manifest), retrying
+/// transient failures under the default bounded [`RetryPolicy`]; the caller reports what
+/// is left. (The upload queue's operations retry forever instead.)
+pub async fn retry_transient<T, Fut>(
+    what: &str,
+    cancel: &CancellationToken,
+    op: impl FnMut() -> Fut,
+) -> Result<T, remote_storage::Error>
+where
+    Fut: std::future::Future<Output = Result<T, remote_storage::Error>>,
+{
+    backoff::retry(
+        what,
+        RetryPolicy::default(),
+        cancel,
+        |e: &remote_storage::Error| !e.is_transient(),
+        op,
+    )
+    .await
+    .map_err(|e| e.into_inner().unwrap_or(remote_storage::Error::Cancelled))
+}
+
 /// Loads a timeline's remote index for an attachment in generation `mine`: the one with
 /// the highest generation not above it ([`layout::pick_index_generation`]). `None` when
-/// the timeline has no index.
+/// the timeline has no index. Transient failures are retried ([`retry_transient`]).
 pub async fn download_index_part(
     storage: &GenericRemoteStorage,
     tenant: TenantId,
@@ -598,10 +621,11 @@ pub async fn download_index_part(
     let path_err = |source| RemoteError::Path { timeline, source };
     let storage_err = |source| RemoteError::Storage { timeline, source };
     let prefix = layout::timeline_prefix(tenant, timeline).map_err(path_err)?;
-    let listing = storage
-        .list(Some(&prefix), ListingMode::WithDelimiter, None, cancel)
-        .await
-        .map_err(storage_err)?;
+    let listing = retry_transient("listing the timeline's indexes", cancel, || {
+        storage.list(Some(&prefix), ListingMode::WithDelimiter, None, cancel)
+    })
+    .await
+    .map_err(storage_err)?;
     let present = listing
         .keys
         .iter()
@@ -610,13 +634,15 @@ pub async fn download_index_part(
         return Ok(None);
     };
     let path = layout::index_path(tenant, timeline, generation).map_err(path_err)?;
-    let bytes = storage
-        .download(&path, &DownloadOpts::default(), cancel)
-        .await
-        .map_err(storage_err)?
-        .read_all()
-        .await
-        .map_err(storage_err)?;
+    let bytes = retry_transient("download of index_part.json", cancel, || async {
+        storage
+            .download(&path, &DownloadOpts::default(), cancel)
+            .await?
+            .read_all()
+            .await
+    })
+    .await
+    .map_err(storage_err)?;
     let index = IndexPart::parse(&bytes).map_err(|source| RemoteError::Index {
         timeline,
         source: match source {

@@ -26,10 +26,7 @@ use super::{Location, TENANT_CONFIG_FILE, TenantError, io};
 use crate::config::TenantConfigOverrides;
 use crate::layers::LayerName;
 use crate::remote_timeline_client::index::LayerFileMeta;
-use crate::remote_timeline_client::{RemoteError, download_index_part, layout};
-
-/// Attempts at each download before the attach fails.
-const DOWNLOAD_ATTEMPTS: u32 = 10;
+use crate::remote_timeline_client::{download_index_part, layout, retry_transient};
 
 fn remote_err(e: impl std::fmt::Display) -> TenantError {
     TenantError::Create(format!("attach: {e}"))
@@ -61,10 +58,11 @@ pub async fn download_tenant(
     let prefix = layout::tenant_prefix(tenant)
         .and_then(|p| p.join("timelines/"))
         .map_err(remote_err)?;
-    let listing = storage
-        .list(Some(&prefix), ListingMode::WithDelimiter, None, cancel)
-        .await
-        .map_err(remote_err)?;
+    let listing = retry_transient("listing the tenant's timelines", cancel, || {
+        storage.list(Some(&prefix), ListingMode::WithDelimiter, None, cancel)
+    })
+    .await
+    .map_err(remote_err)?;
     let mut attached = Vec::new();
     for p in &listing.prefixes {
         let Some(id) = p
@@ -76,19 +74,9 @@ pub async fn download_tenant(
         else {
             continue;
         };
-        let policy = RetryPolicy {
-            max_attempts: Some(DOWNLOAD_ATTEMPTS),
-            ..RetryPolicy::default()
-        };
-        let index = backoff::retry(
-            "download of index_part.json",
-            policy,
-            cancel,
-            |e: &RemoteError| !matches!(e, RemoteError::Storage { source, .. } if source.is_transient()),
-            || download_index_part(storage, tenant, id, generation, cancel),
-        )
-        .await
-        .map_err(remote_err)?;
+        let index = download_index_part(storage, tenant, id, generation, cancel)
+            .await
+            .map_err(remote_err)?;
         let Some((index, found)) = index else {
             continue;
         };
@@ -133,14 +121,12 @@ async fn download_layer(
     let from = layout::layer_path(tenant, timeline, name, meta.generation).map_err(remote_err)?;
     let path = dir.join(name.to_string());
     let temp = crashsafe::temp_path_for(&path);
-    let policy = RetryPolicy {
-        max_attempts: Some(DOWNLOAD_ATTEMPTS),
-        ..RetryPolicy::default()
-    };
     let what = format!("download of {}", from.as_str());
+    // Every failure is retried (the default bounded policy), a mismatch with the index too
+    // (a read corrupted on the way).
     backoff::retry(
         &what,
-        policy,
+        RetryPolicy::default(),
         cancel,
         |_: &String| false,
         || async {

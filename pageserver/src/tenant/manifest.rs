@@ -16,12 +16,11 @@ use remote_storage::{DownloadOpts, GenericRemoteStorage, ListingMode, RemotePath
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
-use utils::backoff::{self, RetryPolicy};
 use utils::{TenantId, TimelineId};
 
 use super::Tenant;
 use crate::config::TenantConfigOverrides;
-use crate::remote_timeline_client::layout;
+use crate::remote_timeline_client::{layout, retry_transient};
 
 /// The version this build writes.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -49,13 +48,6 @@ pub fn parse_manifest_generation(key: &str) -> Option<Generation> {
     }
 }
 
-fn policy() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: Some(10),
-        ..RetryPolicy::default()
-    }
-}
-
 /// The manifest objects of `tenant`, with their generations.
 async fn list_manifests(
     storage: &GenericRemoteStorage,
@@ -63,13 +55,9 @@ async fn list_manifests(
     cancel: &CancellationToken,
 ) -> Result<Vec<(RemotePath, Generation)>, String> {
     let prefix = layout::tenant_prefix(tenant).map_err(|e| e.to_string())?;
-    let listing = backoff::retry(
-        "listing the tenant manifests",
-        policy(),
-        cancel,
-        |e: &remote_storage::Error| !e.is_transient(),
-        || storage.list(Some(&prefix), ListingMode::WithDelimiter, None, cancel),
-    )
+    let listing = retry_transient("listing the tenant manifests", cancel, || {
+        storage.list(Some(&prefix), ListingMode::WithDelimiter, None, cancel)
+    })
     .await
     .map_err(|e| format!("listing the tenant manifests: {e}"))?;
     Ok(listing
@@ -93,19 +81,13 @@ pub async fn download_manifest(
         return Ok(None);
     };
     let path = layout::tenant_manifest_path(tenant, generation).map_err(|e| e.to_string())?;
-    let bytes = backoff::retry(
-        "download of the tenant manifest",
-        policy(),
-        cancel,
-        |e: &remote_storage::Error| !e.is_transient(),
-        || async {
-            storage
-                .download(&path, &DownloadOpts::default(), cancel)
-                .await?
-                .read_all()
-                .await
-        },
-    )
+    let bytes = retry_transient("download of the tenant manifest", cancel, || async {
+        storage
+            .download(&path, &DownloadOpts::default(), cancel)
+            .await?
+            .read_all()
+            .await
+    })
     .await
     .map_err(|e| format!("{}: {e}", path.as_str()))?;
     #[derive(Deserialize)]
@@ -138,13 +120,9 @@ pub async fn delete_manifests(
         .into_iter()
         .map(|(k, _)| k)
         .collect();
-    backoff::retry(
-        "deletion of the tenant manifests",
-        policy(),
-        cancel,
-        |e: &remote_storage::Error| !e.is_transient(),
-        || storage.delete_objects(&keys, cancel),
-    )
+    retry_transient("deletion of the tenant manifests", cancel, || {
+        storage.delete_objects(&keys, cancel)
+    })
     .await
     .map_err(|e| format!("deleting the tenant manifests: {e}"))
 }
@@ -179,21 +157,15 @@ impl Tenant {
                 let path = layout::tenant_manifest_path(t.tenant_id, generation)
                     .map_err(|e| e.to_string())?;
                 let bytes = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
-                backoff::retry(
-                    "upload of the tenant manifest",
-                    policy(),
-                    &cancel,
-                    |e: &remote_storage::Error| !e.is_transient(),
-                    || {
-                        storage.upload(
-                            UploadSource::from_bytes(bytes.clone()),
-                            bytes.len() as u64,
-                            &path,
-                            None,
-                            &cancel,
-                        )
-                    },
-                )
+                retry_transient("upload of the tenant manifest", &cancel, || {
+                    storage.upload(
+                        UploadSource::from_bytes(bytes.clone()),
+                        bytes.len() as u64,
+                        &path,
+                        None,
+                        &cancel,
+                    )
+                })
                 .await
                 .map_err(|e| e.to_string())
             }

@@ -20,16 +20,13 @@ use std::time::{Duration, SystemTime};
 use remote_storage::ListingMode;
 use tracing::{info, warn};
 use utils::TenantTimelineId;
-use utils::backoff::{self, RetryPolicy};
 
 use super::Timeline;
 use crate::layers::LayerName;
 use crate::remote_timeline_client::{
-    ClientOptions, RemoteError, RemoteTimelineClient, download_index_part,
+    ClientOptions, RemoteError, RemoteTimelineClient, download_index_part, layout, retry_transient,
 };
 
-/// Attempts at downloading the remote index before the timeline is Broken.
-const INDEX_DOWNLOAD_ATTEMPTS: u32 = 10;
 /// How long a deletion waits for its deletion mark to be uploaded.
 const DELETION_MARK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -46,20 +43,10 @@ impl Timeline {
         }
         let cancel = self.cancel.child_token();
         let (tenant, timeline) = (self.tenant_id, self.timeline_id);
-        let policy = RetryPolicy {
-            max_attempts: Some(INDEX_DOWNLOAD_ATTEMPTS),
-            ..RetryPolicy::default()
-        };
-        let remote = backoff::retry(
-            "download of index_part.json",
-            policy,
-            &cancel,
-            |e: &RemoteError| !matches!(e, RemoteError::Storage { source, .. } if source.is_transient()),
-            || download_index_part(&storage, tenant, timeline, generation, &cancel),
-        )
-        .await
-        .map_err(|e| format!("loading the remote index: {e}"))?
-        .map(|(index, _)| index);
+        let remote = download_index_part(&storage, tenant, timeline, generation, &cancel)
+            .await
+            .map_err(|e| format!("loading the remote index: {e}"))?
+            .map(|(index, _)| index);
         if let Some(at) = remote.as_ref().and_then(|i| i.deleted_at.as_ref()) {
             return Err(format!(
                 "the timeline was marked deleted in remote storage at {at} and its deletion did not finish: delete it again"
@@ -168,35 +155,25 @@ impl Timeline {
             ));
         }
         let cancel = tokio_util::sync::CancellationToken::new();
-        let prefix = crate::remote_timeline_client::layout::timeline_prefix(tenant, timeline)
-            .map_err(|e| e.to_string())?;
-        let policy = RetryPolicy {
-            max_attempts: Some(INDEX_DOWNLOAD_ATTEMPTS),
-            ..RetryPolicy::default()
-        };
-        let listing = backoff::retry(
-            "listing the timeline's objects",
-            policy,
-            &cancel,
-            |e: &remote_storage::Error| !e.is_transient(),
-            || storage.list(Some(&prefix), ListingMode::NoDelimiter, None, &cancel),
-        )
+        let prefix = layout::timeline_prefix(tenant, timeline).map_err(|e| e.to_string())?;
+        let listing = retry_transient("listing the timeline's objects", &cancel, || {
+            storage.list(Some(&prefix), ListingMode::NoDelimiter, None, &cancel)
+        })
         .await
         .map_err(|e| format!("listing the timeline's objects: {e}"))?;
-        let (indexes, layers): (Vec<_>, Vec<_>) =
-            listing.keys.into_iter().map(|o| o.key).partition(|k| {
-                crate::remote_timeline_client::layout::parse_index_generation(k.as_str()).is_some()
-            });
+        let (indexes, layers): (Vec<_>, Vec<_>) = listing
+            .keys
+            .into_iter()
+            .map(|o| o.key)
+            .partition(|k| layout::parse_index_generation(k.as_str()).is_some());
         for (what, keys) in [("layers", layers), ("indexes", indexes)] {
             if what == "indexes" {
                 // Test hook: a crash with the layers gone and the (marked) index left.
                 let _ = utils::failpoint::eval_async("timeline-delete-before-indexes").await;
             }
-            backoff::retry(
+            retry_transient(
                 &format!("deletion of the timeline's {what}"),
-                policy,
                 &cancel,
-                |e: &remote_storage::Error| !e.is_transient(),
                 || storage.delete_objects(&keys, &cancel),
             )
             .await

@@ -147,10 +147,10 @@ impl AcceptorNode {
             })
             .map_err(|e| format!("WAL reader at {from}: {e}"))?;
         let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        // Sector by sector near the end of what exists: a short file ends the read there.
+        // Sector by sector: a short file ends the read at the last whole sector it holds.
+        let mut buf = [0u8; 512];
         loop {
-            let want = (to.0.saturating_sub(reader.position().0) as usize).min(512);
+            let want = (to.0.saturating_sub(reader.position().0) as usize).min(buf.len());
             if want == 0 {
                 return Ok(out);
             }
