@@ -28,7 +28,7 @@ from fixtures.process import ServiceError, ServiceProcess, http_status_ready
 from fixtures.run_as import RunAs
 from fixtures.services import ServiceRegistry
 from fixtures.utils import wait_until
-from fixtures.workdir import TestDir, sanitize_test_name
+from fixtures.workdir import TestDir, prune_to_logs, sanitize_test_name
 
 
 def process_uid(pid: int) -> int:
@@ -348,3 +348,27 @@ def test_sanitize_test_name():
     long = sanitize_test_name("test_" + "y" * 300)
     assert len(long) <= 100
     assert long != sanitize_test_name("test_" + "y" * 299)
+
+
+def test_prune_to_logs_keeps_logs_and_top_level_files(tmp_path: Path, run_as: RunAs):
+    """What a passed test leaves: its top-level files and every `*.log`, nothing else."""
+    test = TestDir(tmp_path / "t", "test_prune_to_logs_probe", run_as)
+    test.reset()
+    (test.path / "pageserver-1.log").write_text("log")
+    (test.path / "results.json").write_text("{}")
+    data = test.path / "pageserver-1" / "tenants" / "t1"
+    data.mkdir(parents=True)
+    (data / "layer-000").write_bytes(b"x" * 4096)
+    (test.path / "pageserver-1" / "inner.log").write_text("kept")
+    (test.path / "bucket").mkdir()
+    (test.path / "bucket" / "index_part.json").write_text("{}")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("never followed")
+    (test.path / "link").symlink_to(outside, target_is_directory=True)
+
+    prune_to_logs(test)
+
+    left = sorted(str(p.relative_to(test.path)) for p in test.path.rglob("*"))
+    assert left == ["pageserver-1", "pageserver-1.log", "pageserver-1/inner.log", "results.json"]
+    assert (outside / "precious").read_text() == "never followed"
