@@ -13,4 +13,5 @@ pytest_plugins = [
     "fixtures.pageserver",
     "fixtures.pageserver_env",
     "fixtures.remote_storage",
+    "fixtures.storage_controller",
 ]

@@ -459,6 +459,13 @@ pub struct PageserverConfig {
     /// Object storage, the source of truth for layers and indexes; without it the local
     /// disk is all there is (and `remote_consistent_lsn` is `disk_consistent_lsn`).
     pub remote_storage: Option<remote_storage::RemoteStorageConfig>,
+    /// The control plane's generations API (for example
+    /// `http://127.0.0.1:1234/upcall/v1/`): re-attach at start-up, validation before
+    /// deletions. Without it the generations `location_config` gives are trusted as they
+    /// are (one pageserver per tenant). Needs `remote_storage`.
+    pub control_plane_api: Option<String>,
+    /// A file holding the JWT (scope `generations_api`) sent to the control plane.
+    pub control_plane_api_token_path: Option<PathBuf>,
     /// Tests: fail the first N attempts of each distinct remote operation.
     pub test_remote_failures: u64,
     /// Tests: also fail each remote attempt with this probability (0.0–1.0).
@@ -486,6 +493,8 @@ impl Default for PageserverConfig {
             walredo_processes: 2,
             no_sync: false,
             remote_storage: None,
+            control_plane_api: None,
+            control_plane_api_token_path: None,
             test_remote_failures: 0,
             test_remote_failures_probability: None,
             tenant_config: TenantConfig::default(),
@@ -533,6 +542,19 @@ impl PageserverConfig {
             return Err(invalid(format!(
                 "test_remote_failures_probability {p} is not between 0 and 1"
             )));
+        }
+        if let Some(api) = &c.control_plane_api {
+            if !(api.starts_with("http://") || api.starts_with("https://")) {
+                return Err(invalid(format!(
+                    "control_plane_api: {api:?} is not an http:// or https:// URL"
+                )));
+            }
+            if c.remote_storage.is_none() {
+                return Err(invalid(
+                    "control_plane_api needs remote_storage: generations guard objects in a bucket"
+                        .into(),
+                ));
+            }
         }
         c.tenant_config
             .validate()

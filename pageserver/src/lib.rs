@@ -10,6 +10,8 @@
 
 pub mod basebackup;
 pub mod config;
+pub mod control_plane_client;
+pub mod deletion_queue;
 pub mod http;
 pub mod import;
 pub mod keyspace;

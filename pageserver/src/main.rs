@@ -14,6 +14,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::Parser;
 use pageserver::config::{CONFIG_FILE, IDENTITY_FILE, Identity, PageserverConfig};
+use pageserver::control_plane_client::ControlPlaneClient;
+use pageserver::deletion_queue::DeletionQueue;
 use pageserver::http::{self as ps_http, ADMIN_SCOPES, ApiState};
 use pageserver::page_cache::PageCache;
 use pageserver::tenant::TenantResources;
@@ -180,6 +182,52 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
     let http_listener = tokio::net::TcpListener::bind(&conf.listen_http_addr)
         .await
         .with_context(|| format!("binding the HTTP port {}", conf.listen_http_addr))?;
+    let control_plane = conf
+        .control_plane_api
+        .as_ref()
+        .map(|api| {
+            let token = conf
+                .control_plane_api_token_path
+                .as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .map(|t| t.trim().to_string())
+                        .with_context(|| {
+                            format!("reading control_plane_api_token_path {}", p.display())
+                        })
+                })
+                .transpose()?;
+            ControlPlaneClient::new(api, token).context("control_plane_api client")
+        })
+        .transpose()?;
+    let deletions = match &remote {
+        Some(storage) => Some(
+            DeletionQueue::start(
+                &workdir,
+                storage.clone(),
+                control_plane.clone(),
+                utils::crashsafe::Sync::from_no_sync(conf.no_sync),
+                root.child_token(),
+            )
+            .context("starting the deletion queue")?,
+        ),
+        None => None,
+    };
+    // The control plane says which tenants are ours, each in a new generation.
+    let attached = match &control_plane {
+        Some(cp) => {
+            let a = tokio::select! {
+                r = cp.re_attach(node_id, &root) => r.context("re-attach upcall")?,
+                _ = root.cancelled() => return Ok(()),
+            };
+            info!(
+                "re-attach: the control plane gives this node {} tenants",
+                a.len()
+            );
+            Some(a)
+        }
+        None => None,
+    };
     let conf = Arc::new(conf);
     let res = TenantResources {
         walredo: Arc::new(walredo),
@@ -190,17 +238,29 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
         safekeeper_token,
         node_id,
         remote,
+        deletions: deletions.clone(),
     };
     let _ = std::fs::remove_dir_all(workdir.join("tmp"));
-    let tenants = {
+    let (tenants, to_attach) = {
         let res = res.clone();
-        tokio::task::spawn_blocking(move || TenantManager::load(res))
+        tokio::task::spawn_blocking(move || TenantManager::load(res, attached.as_ref()))
             .await
             .context("loading tenants")?
             .context("loading tenants")?
     };
     let tenants = Arc::new(tenants);
     tenants.activate_all();
+    // Tenants the control plane gives us that the local disk lacks (a lost or new disk):
+    // rebuilt from object storage in the background.
+    for (id, generation) in to_attach {
+        let tenants = tenants.clone();
+        tokio::spawn(async move {
+            match tenants.attach(id, generation, None).await {
+                Ok(_) => info!(tenant_id = %id, %generation, "attached at start-up"),
+                Err(e) => warn!(tenant_id = %id, "attach at start-up failed: {e}"),
+            }
+        });
+    }
     info!(id = node_id.0, workdir = %workdir.display(),
         pg = %pg_listener.local_addr()?, http = %http_listener.local_addr()?,
         tenants = tenants.list().len(), "pageserver starting");
@@ -254,6 +314,12 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
         Ok(Ok(())) => {}
         Ok(Err(e)) => warn!("HTTP server failed: {e}"),
         Err(e) => warn!("HTTP server task failed: {e}"),
+    }
+    // Lists not executed yet are durable: the next start resumes them.
+    if let Some(d) = &deletions
+        && d.pending() > 0
+    {
+        info!("{} deletion lists left for the next start", d.pending());
     }
     res.walredo.shutdown().await;
     info!("shut down");

@@ -3,8 +3,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, register_histogram,
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, register_histogram,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec,
 };
 
 fn must<T>(r: prometheus::Result<T>, name: &str) -> T {
@@ -267,5 +268,51 @@ pub static REMOTE_CONSISTENT_LSN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
             &["tenant_id", "timeline_id"]
         ),
         "pageserver_remote_consistent_lsn",
+    )
+});
+
+/// `pageserver_deletion_queue_lists`: durable deletion lists not yet executed or dropped.
+pub static DELETION_QUEUE_LISTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    must(
+        register_int_gauge!(
+            "pageserver_deletion_queue_lists",
+            "Deletion lists waiting for validation or execution"
+        ),
+        "pageserver_deletion_queue_lists",
+    )
+});
+
+/// `pageserver_deletion_queue_validation_failures_total`: validate upcalls that failed
+/// (the lists wait for the next round).
+pub static DELETION_QUEUE_VALIDATION_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_deletion_queue_validation_failures_total",
+            "Generation validations of the deletion queue that failed"
+        ),
+        "pageserver_deletion_queue_validation_failures_total",
+    )
+});
+
+/// `pageserver_deletion_queue_dropped_lists_total`: lists dropped because their
+/// generation was stale.
+pub static DELETION_QUEUE_DROPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_deletion_queue_dropped_lists_total",
+            "Deletion lists dropped because their generation was no longer current"
+        ),
+        "pageserver_deletion_queue_dropped_lists_total",
+    )
+});
+
+/// `pageserver_deletion_queue_deleted_objects_total`: objects the deletion queue deleted.
+pub static DELETION_QUEUE_DELETED_OBJECTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_deletion_queue_deleted_objects_total",
+            "Remote objects deleted by the deletion queue"
+        ),
+        "pageserver_deletion_queue_deleted_objects_total",
     )
 });

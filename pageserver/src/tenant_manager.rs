@@ -69,7 +69,16 @@ impl TenantManager {
     }
 
     /// Loads every tenant directory and starts the healthy timelines.
-    pub fn load(res: TenantResources) -> Result<TenantManager, TenantError> {
+    ///
+    /// `attached` is the control plane's re-attach answer, when there is a control plane:
+    /// a listed tenant is loaded in its new generation (written to `location.json` first);
+    /// a local tenant not listed is not this node's any more, and its directory is removed
+    /// (object storage holds everything; the owner uploads there). Listed tenants with no
+    /// local directory are returned, to be attached from object storage.
+    pub fn load(
+        res: TenantResources,
+        attached: Option<&HashMap<TenantId, Generation>>,
+    ) -> Result<(TenantManager, Vec<(TenantId, Generation)>), TenantError> {
         let dir = Self::tenants_dir(&res);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut tenants = HashMap::new();
@@ -88,15 +97,47 @@ impl TenantManager {
                 warn!("{}: not a tenant directory; left alone", path.display());
                 continue;
             };
+            if let Some(attached) = attached {
+                let sync = Sync::from_no_sync(res.conf.no_sync);
+                match attached.get(&id) {
+                    Some(&generation) => {
+                        info!(tenant_id = %id, %generation, "re-attached by the control plane");
+                        Location { generation }.persist(&path, sync)?;
+                    }
+                    None => {
+                        info!(tenant_id = %id,
+                            "not attached here according to the control plane; local state removed");
+                        let tmp = crashsafe::temp_path_for(&path);
+                        crashsafe::durable_rename(&path, &tmp, sync).map_err(io(&path))?;
+                        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+                        continue;
+                    }
+                }
+            }
             let t = Tenant::load(id, path, res.clone());
             tenants.insert(id, t);
         }
         info!("loaded {} tenants", tenants.len());
-        Ok(TenantManager {
-            tenants: RwLock::new(tenants),
-            res,
-            lock: tokio::sync::Mutex::new(()),
-        })
+        let mut missing: Vec<(TenantId, Generation)> = attached
+            .into_iter()
+            .flatten()
+            .filter(|(id, _)| !tenants.contains_key(id))
+            .map(|(&id, &g)| (id, g))
+            .collect();
+        missing.sort();
+        Ok((
+            TenantManager {
+                tenants: RwLock::new(tenants),
+                res,
+                lock: tokio::sync::Mutex::new(()),
+            },
+            missing,
+        ))
+    }
+
+    /// The deletion queue, with remote storage.
+    pub fn deletions(&self) -> Option<&crate::deletion_queue::DeletionQueue> {
+        self.res.deletions.as_ref()
     }
 
     /// Starts every loaded tenant's timelines (inside the runtime).
@@ -131,6 +172,27 @@ impl TenantManager {
         let _g = self.lock.lock().await;
         if self.tenants.read().contains_key(&id) {
             return Err(ManagerError::Exists(id));
+        }
+        // With a control plane, a new tenant starts in generation 1 only if the control
+        // plane placed it so: otherwise its deletions and remote_consistent_lsn would never
+        // validate, and the next re-attach would not list it.
+        if let Some(d) = &self.res.deletions {
+            let first = Generation(1);
+            match d.validate_now(id, first).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(TenantError::Conflict(format!(
+                        "tenant {id}: the control plane has not placed it on this node in generation {first}; attach it there first (storage_controller: POST /control/v1/attach-hook)"
+                    ))
+                    .into());
+                }
+                Err(e) => {
+                    return Err(TenantError::Conflict(format!(
+                        "tenant {id}: asking the control plane for its generation: {e}; try again"
+                    ))
+                    .into());
+                }
+            }
         }
         let dir = Self::tenants_dir(&self.res).join(id.to_string());
         let t = Tenant::create(id, dir, overrides, self.res.clone())?;

@@ -22,31 +22,11 @@ from fixtures.http_api import ApiError
 from fixtures.pageserver import wait_timeline_state
 from fixtures.pageserver_env import PageserverEnv
 from fixtures.paths import StrataBinaries
-from fixtures.remote_storage import RemoteBucket
+from fixtures.remote_storage import check_bucket, local_fs_bucket, timeline_prefix
 from fixtures.safekeeper import int_to_lsn, lsn_to_int
 from fixtures.strata_cli import StrataEnv
 from fixtures.utils import wait_until
 from fixtures.workdir import TestDir
-
-
-def timeline_prefix(tenant: str, timeline: str) -> str:
-    return f"tenants/{tenant}/timelines/{timeline}/"
-
-
-def check_bucket(bucket: RemoteBucket, tenant: str, timeline: str) -> dict:
-    """The newest index of the timeline, after checking that it names only objects that
-    exist with the size it says."""
-    prefix = timeline_prefix(tenant, timeline)
-    objects = bucket.objects(prefix)
-    indexes = sorted(k for k in objects if k.rsplit("/", 1)[-1].startswith("index_part.json-"))
-    assert indexes, f"no index under {prefix}: {sorted(objects)}"
-    index = json.loads(bucket.read(indexes[-1]))
-    assert index["version"] == 1, index
-    for name, meta in index["layer_metadata"].items():
-        key = f"{prefix}{name}-{meta['generation']:08x}"
-        assert key in objects, f"{indexes[-1]} names {key}, which is not in the bucket"
-        assert objects[key][0] == meta["file_size"], key
-    return index
 
 
 def local_layers(env: PageserverEnv) -> set[str]:
@@ -195,9 +175,7 @@ def test_a_flaky_bucket_delays_uploads_but_loses_nothing(ps_env_factory, test_di
     """A third of the remote calls fail (and the first attempt of each always does): the
     upload queue retries, the bucket never holds an index naming a missing layer (checked
     while it runs), and once drained it holds everything."""
-    root = test_dir.path / "bucket"
-    root.mkdir()
-    bucket = RemoteBucket("local_fs", {"local_path": str(root)}, None, root)
+    bucket = local_fs_bucket(test_dir.path / "bucket")
     env = ps_env_factory(
         config={
             "remote_storage": bucket.config,
@@ -235,9 +213,7 @@ def test_timeline_deletion_marks_then_removes_and_resumes_after_a_crash(ps_env_f
     files; the other timelines keep theirs. A crash (the process exits) after the mark leaves
     a timeline that starts Broken saying so; DELETE again finishes; an attach never brings a
     marked timeline back."""
-    root = test_dir.path / "bucket"
-    root.mkdir()
-    bucket = RemoteBucket("local_fs", {"local_path": str(root)}, None, root)
+    bucket = local_fs_bucket(test_dir.path / "bucket")
     env = ps_env_factory(config={"remote_storage": bucket.config})
     env.import_compute()
     wait_uploaded(env)
@@ -302,9 +278,7 @@ def test_a_crash_at_any_step_converges(ps_env_factory, test_dir, failpoint, oper
     a restart (and, where the operation was cut short, repeating it) the state converges:
     the bucket's index names only objects that exist, local and remote agree, and the
     tenant restored from the bucket alone has the compute's relations."""
-    root = test_dir.path / "bucket"
-    root.mkdir()
-    bucket = RemoteBucket("local_fs", {"local_path": str(root)}, None, root)
+    bucket = local_fs_bucket(test_dir.path / "bucket")
     env = ps_env_factory(config={"remote_storage": bucket.config})
     compute = env.import_compute()
     wait_uploaded(env)

@@ -2,5 +2,6 @@
 
 pub mod generation;
 pub mod reltag;
+pub mod upcall;
 
 pub use generation::Generation;

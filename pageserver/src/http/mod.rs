@@ -5,6 +5,7 @@
 //! everything; `tenant` tokens only the per-tenant routes of their own tenant.
 
 mod basebackup;
+mod deletion;
 mod location;
 pub mod models;
 mod size;
@@ -109,6 +110,7 @@ pub fn routes(state: ApiState) -> OpenApiRouter {
         .routes(routes!(timeline_relations))
         .routes(routes!(basebackup::timeline_basebackup))
         .routes(routes!(size::tenant_synthetic_size))
+        .routes(routes!(deletion::deletion_queue_flush))
         .with_state(state)
 }
 

@@ -10,13 +10,15 @@
 //!   scheduled change applied) and the *uploaded* one; each new projected index is checked
 //!   to follow the previous ([`IndexPart::check_follows`]) and serialized **when it is
 //!   queued**, so a bad index is the caller's error, never an upload retried forever;
-//! - `remote_consistent_lsn` is the uploaded index's `disk_consistent_lsn`: what object
-//!   storage holds.
+//! - `remote_consistent_lsn` is the uploaded index's `disk_consistent_lsn` (what object
+//!   storage holds), made visible only once the [`DeletionQueue`] has validated the
+//!   generation that uploaded it;
+//! - a deletion operation hands its objects to the [`DeletionQueue`] (durable, validated
+//!   against the control plane before it runs) and completes once the list is durable.
 //!
 //! Every operation is retried with capped, jittered backoff until it succeeds or the client
 //! is cancelled (a warning from the third failure on): a transient outage queues work, it
-//! loses none. Deletions run directly for now; the generation-validated deletion queue
-//! will take them over.
+//! loses none.
 
 pub mod index;
 pub mod layout;
@@ -24,6 +26,7 @@ pub mod upload_queue;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -42,11 +45,24 @@ use tracing::{Instrument, info, info_span};
 use utils::backoff::{self, RetryPolicy};
 use utils::{Lsn, TenantId, TenantTimelineId, TimelineId};
 
+use crate::deletion_queue::DeletionQueue;
 use crate::layers::LayerName;
 use crate::metrics;
 use crate::timeline::metadata::TimelineMetadata;
 use index::{IndexError, IndexPart, LayerFileMeta, MonotonicityError};
 use upload_queue::{OpId, OpKind, QueueStopped, UploadOp, UploadQueue};
+
+/// What a timeline needs to reach object storage: the bucket, its tenant's generation and
+/// the pageserver's deletion queue.
+#[derive(Debug, Clone)]
+pub struct RemoteSetup {
+    /// The bucket.
+    pub storage: GenericRemoteStorage,
+    /// The generation its objects carry.
+    pub generation: Generation,
+    /// Where its deletions go.
+    pub deletions: DeletionQueue,
+}
 
 /// Operations of one timeline running at once, by default.
 pub const DEFAULT_CONCURRENCY: usize = 8;
@@ -140,6 +156,9 @@ struct Inner {
     timeline: TimelineId,
     generation: Generation,
     storage: GenericRemoteStorage,
+    deletions: DeletionQueue,
+    /// The validated `remote_consistent_lsn` (0: none yet).
+    visible_lsn: Arc<AtomicU64>,
     retry: RetryPolicy,
     state: Mutex<State>,
     /// Something was queued.
@@ -170,8 +189,10 @@ impl RemoteTimelineClient {
     /// found at attach (`None`: nothing uploaded yet; the projected index then starts
     /// empty with `metadata`). Spawns its executor on the current tokio runtime; it stops
     /// at [`RemoteTimelineClient::shutdown`] or when `cancel` fires.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         storage: GenericRemoteStorage,
+        deletions: DeletionQueue,
         ttid: TenantTimelineId,
         generation: Generation,
         remote: Option<IndexPart>,
@@ -181,11 +202,17 @@ impl RemoteTimelineClient {
     ) -> RemoteTimelineClient {
         let (tenant, timeline) = (ttid.tenant_id, ttid.timeline_id);
         let projected = remote.clone().unwrap_or_else(|| IndexPart::empty(metadata));
+        // What object storage held at attach was written and published by its owner then.
+        let visible = remote
+            .as_ref()
+            .map_or(0, |i| i.metadata.disk_consistent_lsn.0);
         let inner = Arc::new(Inner {
             tenant,
             timeline,
             generation,
             storage,
+            deletions,
+            visible_lsn: Arc::new(AtomicU64::new(visible)),
             retry: RetryPolicy {
                 max_attempts: None,
                 ..options.retry
@@ -223,14 +250,13 @@ impl RemoteTimelineClient {
             .map(|i| IndexPart::clone(i))
     }
 
-    /// What object storage holds: the uploaded index's `disk_consistent_lsn`.
+    /// What object storage holds, as validated: the uploaded index's
+    /// `disk_consistent_lsn` once the generation that uploaded it was confirmed current.
     pub fn remote_consistent_lsn(&self) -> Option<Lsn> {
-        self.inner
-            .state
-            .lock()
-            .queue
-            .clean()
-            .map(|i| i.metadata.disk_consistent_lsn)
+        match self.inner.visible_lsn.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(Lsn(n)),
+        }
     }
 
     fn err_stopped(&self, _: QueueStopped) -> RemoteError {
@@ -421,6 +447,12 @@ async fn run(inner: Arc<Inner>) {
                                 &inner.timeline.to_string(),
                             ])
                             .set(lsn.0 as i64);
+                        inner.deletions.publish_lsn(
+                            inner.tenant,
+                            inner.generation,
+                            lsn,
+                            Arc::clone(&inner.visible_lsn),
+                        );
                     }
                     metrics::REMOTE_QUEUE_DEPTH.with_label_values(&[kind.label()]).dec();
                     inner.progress.send_modify(|n| *n += 1);
@@ -503,11 +535,31 @@ fn execute(inner: Arc<Inner>, op: UploadOp) -> BoxFuture<'static, ()> {
                     .map(|(n, g)| layout::layer_path(tenant, timeline, n, *g))
                     .collect();
                 match paths {
+                    // Durable in the deletion queue: it deletes once the generation is
+                    // validated.
                     Ok(paths) => {
-                        retried(&inner, &what, kind, || {
-                            inner.storage.delete_objects(&paths, cancel)
-                        })
+                        let paths = Arc::new(paths);
+                        backoff::retry(
+                            &what,
+                            inner.retry,
+                            cancel,
+                            |e: &crate::deletion_queue::DeletionError| {
+                                matches!(e, crate::deletion_queue::DeletionError::Stopped)
+                            },
+                            || {
+                                let (q, paths) = (inner.deletions.clone(), Arc::clone(&paths));
+                                let generation = inner.generation;
+                                async move {
+                                    tokio::task::spawn_blocking(move || {
+                                        q.push(tenant, timeline, generation, &paths)
+                                    })
+                                    .await
+                                    .unwrap_or(Err(crate::deletion_queue::DeletionError::Stopped))
+                                }
+                            },
+                        )
                         .await
+                        .map_err(|e| e.to_string())
                     }
                     Err(e) => Err(e.to_string()),
                 }

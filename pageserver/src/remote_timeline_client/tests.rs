@@ -24,6 +24,7 @@ struct Setup {
     plain: GenericRemoteStorage,
     tenant: TenantId,
     timeline: TimelineId,
+    deletions: DeletionQueue,
 }
 
 fn setup() -> Setup {
@@ -32,9 +33,19 @@ fn setup() -> Setup {
     let fs = LocalFs::new(root, Duration::from_secs(30), Duration::from_secs(10)).unwrap();
     let local = dir.path().join("timeline");
     std::fs::create_dir_all(&local).unwrap();
+    let plain = GenericRemoteStorage::LocalFs(fs);
+    let deletions = DeletionQueue::start(
+        &dir.path().join("ps"),
+        plain.clone(),
+        None,
+        utils::crashsafe::Sync::No,
+        CancellationToken::new(),
+    )
+    .unwrap();
     Setup {
         local,
-        plain: GenericRemoteStorage::LocalFs(fs),
+        plain,
+        deletions,
         _dir: dir,
         tenant: TenantId::generate(),
         timeline: TimelineId::generate(),
@@ -59,6 +70,7 @@ impl Setup {
     ) -> RemoteTimelineClient {
         RemoteTimelineClient::new(
             storage,
+            self.deletions.clone(),
             utils::TenantTimelineId::new(self.tenant, self.timeline),
             Generation(1),
             remote,
@@ -142,6 +154,7 @@ async fn uploads_then_index_then_deletes_and_restores_from_the_index() {
 
     c.schedule_layer_deletions(&[layer(1), layer(2)]).unwrap();
     c.wait_completion().await.unwrap();
+    s.deletions.flush().await.unwrap();
     let objects = s.check_bucket().await;
     assert_eq!(objects.len(), 2, "{objects:?}");
 
@@ -208,6 +221,7 @@ async fn a_flaky_bucket_delays_but_loses_nothing() {
         .await
         .expect("the queue drains")
         .unwrap();
+    s.deletions.flush().await.unwrap();
     let objects = s.check_bucket().await;
     assert_eq!(objects.len(), live.len() + 1, "{objects:?}");
     assert_eq!(c.remote_consistent_lsn(), Some(Lsn(0x100 * 13)));

@@ -167,6 +167,8 @@ pub struct TenantResources {
     pub node_id: utils::NodeId,
     /// Object storage, when configured (`remote_storage` in pageserver.toml).
     pub remote: Option<remote_storage::GenericRemoteStorage>,
+    /// The deletion queue (with remote storage).
+    pub deletions: Option<crate::deletion_queue::DeletionQueue>,
 }
 
 impl std::fmt::Debug for TenantResources {
@@ -389,11 +391,13 @@ impl Tenant {
             cache: self.res.cache.clone(),
             tenant_conf: self.conf.clone(),
             sync: Sync::from_no_sync(self.res.conf.no_sync),
-            remote: self
-                .res
-                .remote
-                .clone()
-                .map(|storage| (storage, self.generation())),
+            remote: self.res.remote.clone().zip(self.res.deletions.clone()).map(
+                |(storage, deletions)| crate::remote_timeline_client::RemoteSetup {
+                    storage,
+                    generation: self.generation(),
+                    deletions,
+                },
+            ),
         }
     }
 

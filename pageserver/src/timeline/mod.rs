@@ -32,9 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pageserver_api::Generation;
 use parking_lot::{Mutex, RwLock};
-use remote_storage::GenericRemoteStorage;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -174,7 +172,7 @@ pub struct Timeline {
     /// Serializes freezes, and ingest batches against them.
     pub(crate) write_lock: tokio::sync::Mutex<()>,
     /// Object storage and the generation to write in, until the client is started.
-    pub(crate) remote_setup: Option<(GenericRemoteStorage, Generation)>,
+    pub(crate) remote_setup: Option<crate::remote_timeline_client::RemoteSetup>,
     /// The upload queue, once started ([`Timeline::start_remote`]).
     pub(crate) remote_client: std::sync::OnceLock<RemoteTimelineClient>,
 }
@@ -200,7 +198,7 @@ pub struct TimelineResources {
     /// fsync or not.
     pub sync: Sync,
     /// Object storage and the tenant's generation, when configured.
-    pub remote: Option<(GenericRemoteStorage, Generation)>,
+    pub remote: Option<crate::remote_timeline_client::RemoteSetup>,
 }
 
 impl std::fmt::Debug for TimelineResources {

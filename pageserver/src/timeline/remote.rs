@@ -24,7 +24,8 @@ use utils::TenantTimelineId;
 use super::Timeline;
 use crate::layers::LayerName;
 use crate::remote_timeline_client::{
-    ClientOptions, RemoteError, RemoteTimelineClient, download_index_part, layout, retry_transient,
+    ClientOptions, RemoteError, RemoteSetup, RemoteTimelineClient, download_index_part, layout,
+    retry_transient,
 };
 
 /// How long a deletion waits for its deletion mark to be uploaded.
@@ -35,7 +36,12 @@ impl Timeline {
     /// `Err` names what failed (a corrupt or unreadable index): the caller makes the
     /// timeline Broken.
     pub async fn start_remote(self: &Arc<Self>) -> Result<(), String> {
-        let Some((storage, generation)) = self.remote_setup.clone() else {
+        let Some(RemoteSetup {
+            storage,
+            generation,
+            deletions,
+        }) = self.remote_setup.clone()
+        else {
             return Ok(());
         };
         if self.remote_client.get().is_some() {
@@ -55,6 +61,7 @@ impl Timeline {
         let local = self.metadata.lock().clone();
         let client = RemoteTimelineClient::new(
             storage,
+            deletions,
             TenantTimelineId::new(tenant, timeline),
             generation,
             remote.clone(),
@@ -144,7 +151,12 @@ impl Timeline {
     /// The second step of deleting the timeline, once it is stopped (nothing uploads any
     /// more): every object of the timeline, layers first, indexes last.
     pub async fn remove_remote_objects(&self) -> Result<(), String> {
-        let Some((storage, _)) = self.remote_setup.clone() else {
+        let Some(RemoteSetup {
+            storage,
+            generation,
+            deletions,
+        }) = self.remote_setup.clone()
+        else {
             return Ok(());
         };
         let (tenant, timeline) = (self.tenant_id, self.timeline_id);
@@ -153,6 +165,20 @@ impl Timeline {
                 "failpoint timeline-delete-after-mark: {}",
                 action.unwrap_or_default()
             ));
+        }
+        // A stale attachment must not remove what the tenant's new owner reads.
+        match deletions.validate_now(tenant, generation).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(format!(
+                    "generation {generation} is no longer the tenant's current one: its remote objects are left to the new owner"
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "validating generation {generation} before removing remote objects: {e}; try again"
+                ));
+            }
         }
         let cancel = tokio_util::sync::CancellationToken::new();
         let prefix = layout::timeline_prefix(tenant, timeline).map_err(|e| e.to_string())?;

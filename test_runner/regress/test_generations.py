@@ -1,0 +1,128 @@
+"""Attachment generations with a real `storage_controller`: when a tenant moves to another
+pageserver while the old one still runs (a split brain: it did not hear of the move), the
+old one keeps uploading in its own generation, but it can neither advertise a
+`remote_consistent_lsn` (safekeepers would trim WAL that only its superseded uploads
+cover) nor remove objects the new owner's index names; restarts re-attach in new
+generations, and a node that lost the tenant drops its local copy.
+
+The oracles: the bucket's newest index names only objects that exist, and the new
+owner's pages equal the compute's.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures.http_api import ApiError
+from fixtures.pageserver import wait_for_pageserver_lsn, wait_timeline_state
+from fixtures.pageserver_env import checkpoint_lsn, run_page_oracle
+from fixtures.remote_storage import check_bucket, local_fs_bucket, timeline_prefix
+from fixtures.safekeeper import lsn_to_int
+from fixtures.utils import wait_until
+
+
+def uploaded(http, tenant: str, timeline: str) -> dict | None:
+    d = http.timeline_detail(tenant, timeline)
+    disk = lsn_to_int(d["disk_consistent_lsn"])
+    return d if lsn_to_int(d["remote_consistent_lsn"]) >= disk > 0 else None
+
+
+@pytest.mark.allowed_errors(
+    # ps1's deletion of the timeline, refused because ps2 owns the tenant now.
+    r"generation 00000001 is no longer the tenant's current one",
+    r"deleting timeline",
+    r"has not placed it on this node",
+)
+def test_a_superseded_pageserver_cannot_trim_wal_or_delete_the_new_owners_objects(
+    ps_env_factory, pageserver_factory, storage_controller, test_dir
+):
+    bucket = local_fs_bucket(test_dir.path / "bucket")
+    sc = storage_controller
+    config = {"remote_storage": bucket.config, "control_plane_api": sc.url}
+    env = ps_env_factory(config=config)
+    tenant, timeline = env.tenant, env.timeline
+    # A tenant the controller did not place cannot be created: it could never validate.
+    unplaced = "0123456789abcdef0123456789abcdef"
+    with pytest.raises(ApiError) as refused:
+        env.http.tenant_create(unplaced)
+    assert refused.value.status == 409 and "attach-hook" in refused.value.msg, refused.value
+    assert not env.pageserver.tenant_dir(unplaced).exists()
+    # The controller places the tenant before the pageserver creates it (generation 1).
+    assert sc.attach_hook(tenant, 1) == 1
+    compute = env.import_compute()
+    compute.pg.safe_psql(
+        "CREATE TABLE t AS SELECT g, repeat('x', 300) AS pad FROM generate_series(1, 20000) g"
+    )
+    env.checkpoint_and_wait()
+    env.http.timeline_checkpoint(tenant, timeline)
+    before = wait_until(lambda: uploaded(env.http, tenant, timeline), 60, what="ps1 uploads")
+    check_bucket(bucket, tenant, timeline)
+
+    # The tenant moves to ps2 in generation 2; ps1 is not told.
+    ps2 = pageserver_factory.create(2, config=config).start()
+    assert sc.attach_hook(tenant, 2) == 2
+    answer = ps2.http.location_config(tenant, "AttachedSingle", generation=2)
+    assert answer["attached_from_remote"] is True, answer
+    wait_timeline_state(ps2.http, tenant, timeline, "Active")
+    assert sc.http.validate([(tenant, 1)]) == {tenant: False}
+    assert sc.http.validate([(tenant, 2)]) == {tenant: True}
+    assert sc.http.tenant(tenant) == {"tenant_id": tenant, "generation": 2, "node_id": 2}
+
+    # Both ingest and flush. ps2 advertises what it uploaded; ps1 uploads too (its own
+    # generation's names) but its remote_consistent_lsn stays where generation 1 left it.
+    compute.pg.safe_psql("INSERT INTO t SELECT g, 'moved' FROM generate_series(1, 20000) g")
+    lsn = env.checkpoint_and_wait()
+    env.http.timeline_checkpoint(tenant, timeline)
+    wait_for_pageserver_lsn(ps2.http, tenant, timeline, lsn)
+    ps2.http.timeline_checkpoint(tenant, timeline)
+    wait_until(lambda: uploaded(ps2.http, tenant, timeline), 60, what="ps2 uploads")
+    wait_until(
+        lambda: "generation 00000001 is stale" in env.pageserver.log_path.read_text(),
+        30,
+        what="ps1 told its generation is stale",
+    )
+    stale = env.detail()
+    assert lsn_to_int(stale["disk_consistent_lsn"]) >= lsn, stale
+    assert stale["remote_consistent_lsn"] == before["remote_consistent_lsn"], (before, stale)
+    objects = bucket.objects(timeline_prefix(tenant, timeline))
+    assert f"{timeline_prefix(tenant, timeline)}index_part.json-00000002" in objects
+
+    # The newest index is generation 2's and names only what exists; ps2's pages are the
+    # compute's.
+    index = check_bucket(bucket, tenant, timeline)
+    assert (
+        index["metadata"]["disk_consistent_lsn"]
+        == ps2.http.timeline_detail(tenant, timeline)["disk_consistent_lsn"]
+    )
+    oracle_log = test_dir.path / "oracle-ps2.log"
+    run_page_oracle(
+        env.wp.strata_bin, compute.pg, ps2.http, tenant, timeline, lsn, oracle_log
+    ).check()
+
+    # ps1 deleting the timeline must not remove the objects ps2's index names.
+    with pytest.raises(ApiError) as refused:
+        env.http.timeline_delete(tenant, timeline)
+    assert refused.value.status == 409, refused.value
+    assert "no longer the tenant's current one" in refused.value.msg, refused.value
+    check_bucket(bucket, tenant, timeline)
+
+    # Restarts re-attach: the controller gives ps1 nothing (its local copy goes) and ps2
+    # the tenant in generation 3.
+    env.pageserver.stop()
+    env.pageserver.start()
+    assert not env.pageserver.tenant_dir(tenant).exists()
+    assert tenant not in {t["id"] for t in env.http.tenant_list()}
+    ps2.stop()
+    ps2.start()
+    wait_timeline_state(ps2.http, tenant, timeline, "Active")
+    assert ps2.http.tenant_status(tenant)["generation"] == 3
+    assert sc.http.tenant(tenant)["generation"] == 3
+    compute.pg.safe_psql("INSERT INTO t SELECT g, 'gen3' FROM generate_series(1, 5000) g")
+    wait_for_pageserver_lsn(ps2.http, tenant, timeline, checkpoint_lsn(compute.pg))
+    ps2.http.timeline_checkpoint(tenant, timeline)
+    wait_until(lambda: uploaded(ps2.http, tenant, timeline), 60, what="ps2 uploads in gen 3")
+    index = check_bucket(bucket, tenant, timeline)
+    assert f"{timeline_prefix(tenant, timeline)}index_part.json-00000003" in bucket.objects(
+        timeline_prefix(tenant, timeline)
+    )
+    assert 3 in {m["generation"] for m in index["layer_metadata"].values()}, index
