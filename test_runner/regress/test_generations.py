@@ -12,6 +12,7 @@ owner's pages equal the compute's.
 from __future__ import annotations
 
 import pytest
+import requests
 
 from fixtures.http_api import ApiError
 from fixtures.pageserver import wait_for_pageserver_lsn, wait_timeline_state
@@ -126,3 +127,47 @@ def test_a_superseded_pageserver_cannot_trim_wal_or_delete_the_new_owners_object
         timeline_prefix(tenant, timeline)
     )
     assert 3 in {m["generation"] for m in index["layer_metadata"].values()}, index
+
+
+@pytest.mark.allowed_errors(r"failpoint controller-")
+@pytest.mark.parametrize("failpoint", ["controller-before-persist", "controller-after-persist"])
+def test_the_controller_survives_a_crash_mid_change_and_refuses_bad_input(
+    storage_controller, failpoint
+):
+    """A crash (the process exits) just before or after the state file is replaced: after
+    a restart the tenant is in the old or the new generation, never lower, and the next
+    attach issues a generation above both. Bad input is refused and changes nothing."""
+    sc = storage_controller
+    tenant = "00112233445566778899aabbccddeeff"
+    assert sc.attach_hook(tenant, 1) == 1
+    sc.http.configure_failpoints((failpoint, "exit"))
+    with pytest.raises(requests.RequestException):
+        sc.attach_hook(tenant, 2)
+    wait_until(lambda: not sc.is_running(), timeout=30, what="the controller exited")
+    assert sc.returncode == 1, f"exit status {sc.returncode}"
+    sc.start()
+    placed = sc.http.tenant(tenant)
+    expected = {"controller-before-persist": (1, 1), "controller-after-persist": (2, 2)}
+    assert (placed["generation"], placed["node_id"]) == expected[failpoint], placed
+    assert sc.attach_hook(tenant, 2) == placed["generation"] + 1
+
+    # Bad input: a malformed body, an unknown field, a bad id, unknown tenants.
+    for path, body in (
+        ("/control/v1/attach-hook", b'{"tenant_id": '),
+        ("/control/v1/attach-hook", b'{"tenant_id": "zz", "node_id": 1}'),
+        ("/upcall/v1/re-attach", b'{"node_id": 1, "extra": true}'),
+        ("/upcall/v1/validate", b'{"tenants": [{"id": "00", "generation": 1}]}'),
+    ):
+        with pytest.raises(ApiError) as refused:
+            sc.http.request("POST", path, data=body, headers={"Content-Type": "application/json"})
+        assert refused.value.status == 400, (path, body, refused.value)
+    unknown = "ffeeddccbbaa99887766554433221100"
+    with pytest.raises(ApiError) as missing:
+        sc.http.tenant(unknown)
+    assert missing.value.status == 404, missing.value
+    with pytest.raises(ApiError) as missing:
+        sc.attach_hook(unknown, None)
+    assert missing.value.status == 404, missing.value
+    assert sc.http.validate([(unknown, 1)]) == {unknown: False}
+    assert sc.http.re_attach(7) == {}
+    assert sc.http.tenant(tenant)["generation"] == placed["generation"] + 1

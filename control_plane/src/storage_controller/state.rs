@@ -137,7 +137,11 @@ impl ControllerState {
         let mut next = self.tenants.clone();
         change(&mut next)?;
         if next != self.tenants {
+            // Tests crash the process here (`exit`): before, nothing changed; after, the
+            // change is durable although no caller heard of it.
+            let _ = utils::failpoint::eval("controller-before-persist");
             self.persist(&next)?;
+            let _ = utils::failpoint::eval("controller-after-persist");
             self.tenants = next;
         }
         Ok(())
