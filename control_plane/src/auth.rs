@@ -41,7 +41,12 @@ pub fn pageserver_token_path(repo_dir: &Path) -> PathBuf {
     auth_dir(repo_dir).join("pageserver.token")
 }
 
-/// Creates the key pair and the pageserver's token (`strata init --auth`).
+/// The pageserver's token for the storage controller's upcalls (`generations_api`).
+pub fn generations_token_path(repo_dir: &Path) -> PathBuf {
+    auth_dir(repo_dir).join("generations_api.token")
+}
+
+/// Creates the key pair and the pageserver's tokens (`strata init --auth`).
 pub fn init_keys(repo_dir: &Path) -> anyhow::Result<()> {
     let dir = auth_dir(repo_dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -56,7 +61,9 @@ pub fn init_keys(repo_dir: &Path) -> anyhow::Result<()> {
     )
     .context("writing the public key")?;
     let token = mint(repo_dir, &Claims::new(Scope::SafekeeperData))?;
-    write_secret(&pageserver_token_path(repo_dir), token.as_bytes())
+    write_secret(&pageserver_token_path(repo_dir), token.as_bytes())?;
+    let token = mint(repo_dir, &Claims::new(Scope::GenerationsApi))?;
+    write_secret(&generations_token_path(repo_dir), token.as_bytes())
 }
 
 /// Signs `claims` with the repository's private key.

@@ -145,6 +145,16 @@ impl Api {
         Api::new(&format!("pageserver-{}", p.id), p.http_port, token)
     }
 
+    /// The storage controller's API (an `admin` token when auth is on), when the cluster
+    /// has one.
+    pub fn storage_controller(repo: &Repo) -> anyhow::Result<Option<Api>> {
+        let Some(c) = &repo.config.storage_controller else {
+            return Ok(None);
+        };
+        let token = auth::token(repo, &Claims::new(Scope::Admin))?;
+        Api::new("storage_controller", c.port, token).map(Some)
+    }
+
     /// The safekeeper `s`'s API (a `safekeeperdata` token when auth is on).
     pub fn safekeeper(repo: &Repo, s: &ServiceConfig) -> anyhow::Result<Api> {
         let token = auth::token(repo, &Claims::new(Scope::SafekeeperData))?;
@@ -295,13 +305,47 @@ pub async fn tenant_create(repo: &Repo, args: &TenantCreateArgs) -> anyhow::Resu
         let (k, v) = parse_setting(c)?;
         config.insert(k, v);
     }
-    let ps = pageserver_api(repo)?;
-    ps.call(
-        reqwest::Method::POST,
-        "/v1/tenant",
-        Some(json!({"tenant_id": tenant, "config": config})),
-    )
-    .await?;
+    let ps_config = repo.pageserver(None)?;
+    let ps = Api::pageserver(repo, ps_config)?;
+    // With a storage controller, the tenant is placed first: the pageserver creates it in
+    // generation 1 only if the controller says so.
+    let controller = Api::storage_controller(repo)?;
+    if let Some(sc) = &controller {
+        // Attaching a tenant the controller knows would supersede its current attachment.
+        if sc
+            .get(&format!("/control/v1/tenant/{tenant}"))
+            .await
+            .is_ok()
+        {
+            bail!("tenant {tenant} already exists (the storage controller has placed it)");
+        }
+        sc.call(
+            reqwest::Method::POST,
+            "/control/v1/attach-hook",
+            Some(json!({"tenant_id": tenant, "node_id": ps_config.id})),
+        )
+        .await
+        .context("placing the tenant with the storage controller")?;
+    }
+    let created = ps
+        .call(
+            reqwest::Method::POST,
+            "/v1/tenant",
+            Some(json!({"tenant_id": tenant, "config": config})),
+        )
+        .await;
+    if let Err(e) = created {
+        if let Some(sc) = &controller {
+            let _ = sc
+                .call(
+                    reqwest::Method::POST,
+                    "/control/v1/attach-hook",
+                    Some(json!({"tenant_id": tenant, "node_id": null})),
+                )
+                .await;
+        }
+        return Err(e);
+    }
     let created = create_branch(
         repo,
         &ps,

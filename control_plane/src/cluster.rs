@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::auth;
-use crate::repo::{ClusterConfig, NatsConfig, Repo, ServiceConfig, free_ports};
+use crate::repo::{
+    ClusterConfig, NatsConfig, Repo, ServiceConfig, StorageControllerConfig, free_ports,
+};
 use crate::service::{Service, State};
 
 /// How long a service may take to become ready.
@@ -67,6 +69,8 @@ pub struct StopArgs {
 /// Services of the cluster, in start order.
 pub fn services(repo: &Repo) -> Vec<Service> {
     let mut out = vec![nats_service(repo)];
+    // Before the pageservers: a pageserver's start asks it for its tenants (re-attach).
+    out.extend(storage_controller_service(repo));
     out.extend(
         repo.config
             .safekeepers
@@ -148,6 +152,32 @@ pub fn safekeeper_service(repo: &Repo, s: &ServiceConfig) -> Service {
     }
 }
 
+/// The storage controller's service, when the cluster has one.
+pub fn storage_controller_service(repo: &Repo) -> Option<Service> {
+    let c = repo.config.storage_controller.as_ref()?;
+    let mut args: Vec<String> = vec![
+        "-D".into(),
+        repo.storage_controller_dir().display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{}", c.port),
+    ];
+    if repo.config.auth {
+        args.extend([
+            "--auth-public-key-path".into(),
+            auth::public_key_path(&repo.dir).display().to_string(),
+        ]);
+    }
+    Some(Service {
+        name: "storage_controller".into(),
+        binary: repo.config.bin_dir.join("storage_controller"),
+        args,
+        dir: repo.storage_controller_dir(),
+        ready_url: format!("http://127.0.0.1:{}/v1/status", c.port),
+        run_as: None,
+        stop_signal: nix::sys::signal::Signal::SIGTERM,
+    })
+}
+
 /// The pageserver `p`'s service.
 pub fn pageserver_service(repo: &Repo, p: &ServiceConfig) -> Service {
     Service {
@@ -174,7 +204,12 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
             .context("the strata binary's directory")?
             .to_path_buf(),
     };
-    for b in ["pageserver", "safekeeper", "walproposer"] {
+    for b in [
+        "pageserver",
+        "safekeeper",
+        "walproposer",
+        "storage_controller",
+    ] {
         if !bin_dir.join(b).is_file() {
             bail!(
                 "{} not found (build with `cargo build --workspace --bins`, or pass --bin-dir)",
@@ -222,7 +257,7 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
         (Some(_), None) => Some(local_remote_storage(dir)?),
         (None, None) => None,
     };
-    let n = (2 + 2 * (args.num_safekeepers + args.num_pageservers)) as usize;
+    let n = (3 + 2 * (args.num_safekeepers + args.num_pageservers)) as usize;
     let mut ports = free_ports(n)?.into_iter();
     let mut next = || ports.next().context("ran out of ports");
     let nats = NatsConfig {
@@ -242,6 +277,12 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
     let pageservers = (1..=args.num_pageservers)
         .map(&mut svc)
         .collect::<Result<_, _>>()?;
+    // With object storage, generations keep two pageservers from owning one tenant's
+    // objects: the controller issues them.
+    let storage_controller = match remote_storage {
+        Some(_) => Some(StorageControllerConfig { port: next()? }),
+        None => None,
+    };
     let config = ClusterConfig {
         bin_dir,
         pg_bin_dir: args.pg_bin.clone(),
@@ -251,10 +292,14 @@ pub async fn init(dir: &Path, args: &InitArgs) -> anyhow::Result<()> {
         safekeepers,
         auth: args.auth,
         remote_storage,
+        storage_controller,
     };
     // The directories first, then the config that names them (see repo.rs).
     let staged = Repo::staged(dir, config.clone());
     std::fs::create_dir_all(staged.nats_dir())?;
+    if config.storage_controller.is_some() {
+        std::fs::create_dir_all(staged.storage_controller_dir())?;
+    }
     if args.auth {
         auth::init_keys(dir)?;
     }
@@ -330,6 +375,16 @@ async fn init_pageserver(repo: &Repo, p: &ServiceConfig) -> anyhow::Result<()> {
     if let Some(rs) = &c.remote_storage {
         settings.push(("remote_storage", remote_storage_toml(rs)?));
     }
+    if let Some(api) = repo.control_plane_api() {
+        settings.push(("control_plane_api", format!("\"{api}\"")));
+        if c.auth {
+            let token = auth::generations_token_path(&repo.dir);
+            settings.push((
+                "control_plane_api_token_path",
+                format!("\"{}\"", token.display()),
+            ));
+        }
+    }
     if c.auth {
         let key = format!("\"{}\"", auth::public_key_path(&repo.dir).display());
         let token = format!("\"{}\"", auth::pageserver_token_path(&repo.dir).display());
@@ -367,10 +422,10 @@ pub async fn start(repo: &Repo) -> anyhow::Result<()> {
         match s.start(START_TIMEOUT).await {
             Ok(pid) => {
                 if was_running {
-                    println!("  {:<14} already running (pid {pid})", s.name);
+                    println!("  {:<18} already running (pid {pid})", s.name);
                 } else {
                     println!(
-                        "  {:<14} started (pid {pid}), log {}",
+                        "  {:<18} started (pid {pid}), log {}",
                         s.name,
                         s.log_path().display()
                     );
@@ -398,8 +453,8 @@ pub async fn stop(repo: &Repo, args: &StopArgs) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     for s in services(repo).iter().rev() {
         match s.stop(args.immediate, STOP_GRACE).await {
-            Ok(true) => println!("  {:<14} stopped", s.name),
-            Ok(false) => println!("  {:<14} was not running", s.name),
+            Ok(true) => println!("  {:<18} stopped", s.name),
+            Ok(false) => println!("  {:<18} was not running", s.name),
             Err(e) => errors.push(format!("{e:#}")),
         }
     }
@@ -417,7 +472,7 @@ pub fn status(repo: &Repo) {
             State::Running(pid) => format!("running (pid {pid})"),
             State::Stopped => "stopped".into(),
         };
-        println!("  {:<14} {:<22} {}", s.name, state, s.ready_url);
+        println!("  {:<18} {:<22} {}", s.name, state, s.ready_url);
     }
 }
 
@@ -441,7 +496,7 @@ pub async fn one_service(
     if action != "start" {
         let was = service.stop(args.immediate, STOP_GRACE).await?;
         println!(
-            "  {:<14} {}",
+            "  {:<18} {}",
             service.name,
             if was { "stopped" } else { "was not running" }
         );
@@ -449,7 +504,7 @@ pub async fn one_service(
     if action != "stop" {
         let pid = service.start(START_TIMEOUT).await?;
         println!(
-            "  {:<14} running (pid {pid}), log {}",
+            "  {:<18} running (pid {pid}), log {}",
             service.name,
             service.log_path().display()
         );

@@ -46,6 +46,18 @@ pub struct ClusterConfig {
     /// The pageservers' object storage (`strata init --remote-storage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_storage: Option<remote_storage::RemoteStorageConfig>,
+    /// The storage controller that issues the pageservers' generations (with remote
+    /// storage: two pageservers must never both own a tenant's objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_controller: Option<StorageControllerConfig>,
+}
+
+/// The storage controller's port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageControllerConfig {
+    /// HTTP port.
+    pub port: u16,
 }
 
 /// The broker's ports.
@@ -142,6 +154,19 @@ impl Repo {
     /// The broker's directory.
     pub fn nats_dir(&self) -> PathBuf {
         self.dir.join("nats")
+    }
+
+    /// The storage controller's data directory.
+    pub fn storage_controller_dir(&self) -> PathBuf {
+        self.dir.join("storage_controller")
+    }
+
+    /// The pageservers' `control_plane_api`, when there is a storage controller.
+    pub fn control_plane_api(&self) -> Option<String> {
+        self.config
+            .storage_controller
+            .as_ref()
+            .map(|c| format!("http://127.0.0.1:{}/upcall/v1/", c.port))
     }
 
     /// A pageserver's workdir.
@@ -243,6 +268,7 @@ mod tests {
             safekeepers: vec![],
             auth: false,
             remote_storage: None,
+            storage_controller: None,
         }
     }
 

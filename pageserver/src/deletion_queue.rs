@@ -17,7 +17,11 @@
 //!   advertises it ([`DeletionQueue::publish_lsn`]): safekeepers trim WAL below it, and
 //!   a stale node's uploads are not what the new owner reads;
 //! - without `control_plane_api` every generation is valid: the pageserver trusts the
-//!   generation `location_config` gave it (a single-pageserver setup).
+//!   generation `location_config` gave it (a single-pageserver setup);
+//! - a tenant **held** ([`DeletionQueue::hold`]: `location_config` mode AttachedStale,
+//!   during a migration) has its lists and LSNs kept pending, neither validated nor
+//!   dropped, until it is released (AttachedSingle again) or detached (its lists are
+//!   dropped then: another node owns the tenant).
 //!
 //! Invariant: **an object is deleted only after a validation, made after its list was
 //! durable, said the list's generation is current.**
@@ -99,7 +103,27 @@ struct State {
     next_sequence: u64,
     lists: Vec<DeletionList>,
     lsns: Vec<PendingLsn>,
+    /// Tenants whose deletions and LSNs wait (AttachedStale).
+    held: HashSet<TenantId>,
     stopped: bool,
+}
+
+impl State {
+    /// Whether anything pending may be acted on now.
+    fn actionable(&self) -> bool {
+        self.lists.iter().any(|l| !self.held.contains(&l.tenant_id))
+            || self.lsns.iter().any(|l| !self.held.contains(&l.tenant))
+    }
+
+    /// The lowest sequence a flush still waits for: held tenants' lists are not waited for.
+    fn handled_below(&self) -> u64 {
+        self.lists
+            .iter()
+            .filter(|l| !self.held.contains(&l.tenant_id))
+            .map(|l| l.sequence)
+            .min()
+            .unwrap_or(self.next_sequence)
+    }
 }
 
 struct Inner {
@@ -276,16 +300,18 @@ impl DeletionQueue {
         lsn: Lsn,
         visible: Arc<AtomicU64>,
     ) {
-        if self.inner.validator.is_none() {
+        let mut st = self.inner.state.lock();
+        if self.inner.validator.is_none() && !st.held.contains(&tenant) {
             visible.fetch_max(lsn.0, Ordering::AcqRel);
             return;
         }
-        self.inner.state.lock().lsns.push(PendingLsn {
+        st.lsns.push(PendingLsn {
             tenant,
             generation,
             lsn,
             visible,
         });
+        drop(st);
         self.inner.wake.notify_one();
     }
 
@@ -331,15 +357,71 @@ impl DeletionQueue {
     pub fn pending(&self) -> usize {
         self.inner.state.lock().lists.len()
     }
+
+    /// Holds (`true`) or releases `tenant`'s deletions and LSN publications: while held,
+    /// nothing of the tenant is validated, executed or dropped.
+    pub fn hold(&self, tenant: TenantId, held: bool) {
+        let mut st = self.inner.state.lock();
+        let changed = if held {
+            st.held.insert(tenant)
+        } else {
+            st.held.remove(&tenant)
+        };
+        if changed {
+            info!(tenant_id = %tenant, "deletions {}", if held { "held" } else { "released" });
+        }
+        let below = st.handled_below();
+        drop(st);
+        self.inner.handled_below.send_replace(below);
+        self.inner.wake.notify_one();
+    }
+
+    /// Whether `tenant`'s deletions are held.
+    pub fn is_held(&self, tenant: TenantId) -> bool {
+        self.inner.state.lock().held.contains(&tenant)
+    }
+
+    /// Drops every pending list and LSN of `tenant` (it was detached while held: another
+    /// node owns it now, so nothing it asked for may run) and releases it. The objects
+    /// leak, which is safe.
+    pub fn forget_tenant(&self, tenant: TenantId) {
+        let mut st = self.inner.state.lock();
+        let (gone, kept): (Vec<DeletionList>, Vec<DeletionList>) = std::mem::take(&mut st.lists)
+            .into_iter()
+            .partition(|l| l.tenant_id == tenant);
+        st.lists = kept;
+        st.lsns.retain(|l| l.tenant != tenant);
+        st.held.remove(&tenant);
+        metrics::DELETION_QUEUE_LISTS.set(st.lists.len() as i64);
+        let below = st.handled_below();
+        drop(st);
+        for list in &gone {
+            metrics::DELETION_QUEUE_DROPPED.inc();
+            warn!(
+                "dropping deletion list {:016x} of {}/{} ({} objects): the tenant was detached while AttachedStale",
+                list.sequence,
+                list.tenant_id,
+                list.timeline_id,
+                list.objects.len()
+            );
+            let path = list_path(&self.inner.dir, list.sequence);
+            if let Err(e) = std::fs::remove_file(&path) {
+                warn!("{}: removing a dropped list: {e}", path.display());
+            }
+        }
+        if !gone.is_empty()
+            && let Err(e) = crashsafe::fsync_dir(&self.inner.dir, self.inner.sync)
+        {
+            warn!("{}: fsync: {e}", self.inner.dir.display());
+        }
+        self.inner.handled_below.send_replace(below);
+    }
 }
 
 /// The worker: a validation round whenever something is pending.
 async fn run(inner: Arc<Inner>) {
     loop {
-        let idle = {
-            let st = inner.state.lock();
-            st.lists.is_empty() && st.lsns.is_empty()
-        };
+        let idle = !inner.state.lock().actionable();
         if idle {
             tokio::select! {
                 _ = inner.wake.notified() => {}
@@ -366,7 +448,18 @@ async fn run(inner: Arc<Inner>) {
 async fn round(inner: &Inner) -> bool {
     let (lists, lsns) = {
         let mut st = inner.state.lock();
-        (st.lists.clone(), std::mem::take(&mut st.lsns))
+        let held = st.held.clone();
+        let lists: Vec<DeletionList> = st
+            .lists
+            .iter()
+            .filter(|l| !held.contains(&l.tenant_id))
+            .cloned()
+            .collect();
+        let (lsns, kept): (Vec<PendingLsn>, Vec<PendingLsn>) = std::mem::take(&mut st.lsns)
+            .into_iter()
+            .partition(|l| !held.contains(&l.tenant));
+        st.lsns = kept;
+        (lists, lsns)
     };
     let mut pairs: Vec<(TenantId, Generation)> = lists
         .iter()
@@ -431,7 +524,7 @@ async fn round(inner: &Inner) -> bool {
         let mut st = inner.state.lock();
         st.lists.retain(|l| l.sequence != list.sequence);
         metrics::DELETION_QUEUE_LISTS.set(st.lists.len() as i64);
-        let below = st.lists.first().map_or(st.next_sequence, |l| l.sequence);
+        let below = st.handled_below();
         drop(st);
         inner.handled_below.send_replace(below);
     }

@@ -102,7 +102,7 @@ impl TenantManager {
                 match attached.get(&id) {
                     Some(&generation) => {
                         info!(tenant_id = %id, %generation, "re-attached by the control plane");
-                        Location { generation }.persist(&path, sync)?;
+                        Location::attached(generation).persist(&path, sync)?;
                     }
                     None => {
                         info!(tenant_id = %id,
@@ -113,6 +113,13 @@ impl TenantManager {
                         continue;
                     }
                 }
+            }
+            // An AttachedStale tenant stays so across a restart (without a control plane
+            // nothing else would tell it).
+            if let (Ok(loc), Some(d)) = (Location::load(&path), &res.deletions)
+                && loc.stale
+            {
+                d.hold(id, true);
             }
             let t = Tenant::load(id, path, res.clone());
             tenants.insert(id, t);
@@ -251,6 +258,53 @@ impl TenantManager {
         Ok(())
     }
 
+    /// `location_config` AttachedStale: the tenant, held here in `generation`, keeps serving
+    /// and uploading, but its deletions and `remote_consistent_lsn` wait until it is
+    /// AttachedSingle again, or are dropped when it is detached. Remembered in
+    /// `location.json`.
+    pub async fn set_stale(
+        &self,
+        id: TenantId,
+        generation: Generation,
+    ) -> Result<Arc<Tenant>, ManagerError> {
+        let _g = self.lock.lock().await;
+        let t = self.get(id)?;
+        let current = t.generation();
+        if generation != current {
+            return Err(TenantError::Conflict(format!(
+                "tenant {id} is attached in generation {current}, not {generation}: AttachedStale keeps the generation held"
+            ))
+            .into());
+        }
+        if self.res.deletions.is_none() {
+            return Err(TenantError::Invalid(
+                "AttachedStale needs remote_storage: there is nothing to hold back".into(),
+            )
+            .into());
+        }
+        self.set_stale_locked(&t, true)?;
+        Ok(t)
+    }
+
+    /// Records and applies the stale flag (the manager lock held).
+    fn set_stale_locked(&self, t: &Arc<Tenant>, stale: bool) -> Result<(), ManagerError> {
+        let Some(d) = &self.res.deletions else {
+            return Ok(());
+        };
+        if d.is_held(t.tenant_id) == stale {
+            return Ok(());
+        }
+        let sync = Sync::from_no_sync(self.res.conf.no_sync);
+        Location {
+            generation: t.generation(),
+            stale,
+        }
+        .persist(&t.dir, sync)?;
+        d.hold(t.tenant_id, stale);
+        info!(tenant_id = %t.tenant_id, stale, "attachment mode changed");
+        Ok(())
+    }
+
     /// Attaches `id` in `generation` (`location_config` AttachedSingle): a tenant held
     /// in this generation gets `overrides` as its config; in a newer one it is stopped
     /// (its upload queues drained first) and loaded again as a new object; an older one is
@@ -279,12 +333,16 @@ impl TenantManager {
                     t.set_overrides(o)?;
                     t.schedule_manifest_upload();
                 }
+                self.set_stale_locked(&t, false)?;
                 return Ok((t, false));
             }
             let overrides = overrides.unwrap_or_else(|| t.overrides());
             drain(&t).await;
             t.shutdown();
-            Location { generation }.persist(&t.dir, sync)?;
+            Location::attached(generation).persist(&t.dir, sync)?;
+            if let Some(d) = &self.res.deletions {
+                d.hold(id, false);
+            }
             let dir = t.dir.clone();
             let res = self.res.clone();
             let nt = tokio::task::spawn_blocking(move || Tenant::load(id, dir, res))
@@ -356,6 +414,12 @@ impl TenantManager {
         let _ = utils::failpoint::eval_async("detach-before-remove").await;
         let _g = self.lock.lock().await;
         self.remove_local(&t)?;
+        // What a stale attachment held back must not run: the tenant is another node's.
+        if let Some(d) = &self.res.deletions
+            && d.is_held(id)
+        {
+            d.forget_tenant(id);
+        }
         info!(tenant_id = %id, "tenant detached");
         Ok(())
     }

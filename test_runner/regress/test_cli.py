@@ -288,8 +288,10 @@ def test_demo(strata_bin: StrataBinaries, test_dir: TestDir):
 
 
 def test_strata_init_remote_storage(strata_bin: StrataBinaries, test_dir: TestDir):
-    """`init --remote-storage local`: the pageservers get `<repo>/remote_storage`, and a new
-    tenant's branches reach it (an index per timeline); a bad file is refused up front."""
+    """`init --remote-storage local`: the pageservers get `<repo>/remote_storage` and a
+    storage controller that issues their generations; a new tenant is placed with it and
+    its branches reach the bucket (an index per timeline); a pageserver restart re-attaches
+    it in generation 2; a bad file is refused up front."""
     repo = test_dir.path / "repo"
     bad = test_dir.path / "bad.toml"
     bad.write_text('bucket_name = "b"\nno_such_field = 1\n')
@@ -303,8 +305,11 @@ def test_strata_init_remote_storage(strata_bin: StrataBinaries, test_dir: TestDi
     ps_toml = toml.loads((repo / "pageserver_1" / "pageserver.toml").read_text())
     bucket = repo / "remote_storage"
     assert ps_toml["remote_storage"]["local_path"] == str(bucket), ps_toml
+    sc_port = toml.loads((repo / "config.toml").read_text())["storage_controller"]["port"]
+    assert ps_toml["control_plane_api"] == f"http://127.0.0.1:{sc_port}/upcall/v1/", ps_toml
     try:
         strata(strata_bin, repo, "start")
+        assert "storage_controller" in strata(strata_bin, repo, "status").stdout
         out = strata(strata_bin, repo, "tenant", "create").stdout
         tenant, main = re.search(
             r"tenant ([0-9a-f]{32}) created; branch main = timeline ([0-9a-f]{32})", out
@@ -314,6 +319,19 @@ def test_strata_init_remote_storage(strata_bin: StrataBinaries, test_dir: TestDi
         for tl in (main, dev):
             index = bucket / "tenants" / tenant / "timelines" / tl / "index_part.json-00000001"
             wait_until(index.exists, timeout=30, what=f"{index} uploaded")
+        sc = f"http://127.0.0.1:{sc_port}/control/v1/tenant/{tenant}"
+        assert requests.get(sc, timeout=10).json() == {
+            "tenant_id": tenant,
+            "generation": 1,
+            "node_id": 1,
+        }
+        r = strata(strata_bin, repo, "tenant", "create", "--tenant-id", tenant, check=False)
+        assert r.returncode != 0 and "already exists" in r.stderr, r.stderr
+        strata(strata_bin, repo, "pageserver", "restart")
+        assert requests.get(sc, timeout=10).json()["generation"] == 2
+        ps_port = toml.loads((repo / "config.toml").read_text())["pageservers"][0]["http_port"]
+        ps = f"http://127.0.0.1:{ps_port}/v1/tenant/{tenant}"
+        assert requests.get(ps, timeout=10).json()["generation"] == 2
     finally:
         strata(strata_bin, repo, "stop", check=False)
     assert_clean_logs(repo)

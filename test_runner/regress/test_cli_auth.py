@@ -38,7 +38,7 @@ def _libpq_refused(port: int, password: str | None) -> str:
 
 def test_strata_auth(strata_bin: StrataBinaries, test_dir: TestDir):
     foreign = generate_keypair(test_dir.subdir("foreign-keys"))
-    with StrataEnv(strata_bin, test_dir.path / "repo", auth=True) as env:
+    with StrataEnv(strata_bin, test_dir.path / "repo", auth=True, remote_storage="local") as env:
         a = env.tenant_create("--set-default")
         b = env.tenant_create()
         tl_a, tl_b = env.timeline(a), env.timeline(b)
@@ -74,6 +74,16 @@ def test_strata_auth(strata_bin: StrataBinaries, test_dir: TestDir):
             for password in (None, forged, "not-a-jwt"):
                 msg = _libpq_refused(ps["pg_port"], password)
                 assert re.search(r"(?i)auth|token|password|jwt", msg), msg
+
+        # The storage controller (there with object storage): the pageservers reached it
+        # with their generations_api token (the tenants were created through it).
+        port = config["storage_controller"]["port"]
+        admin = env.token("--scope", "admin")
+        assert _http(port, "/v1/status", None) == 200
+        assert _http(port, f"/control/v1/tenant/{a}", None) == 401
+        assert _http(port, f"/control/v1/tenant/{a}", foreign.generate_token("admin")) == 401
+        assert _http(port, f"/control/v1/tenant/{a}", ps_admin) == 403
+        assert _http(port, f"/control/v1/tenant/{a}", admin) == 200
 
         for sk in config["safekeepers"]:
             port = sk["http_port"]

@@ -171,3 +171,58 @@ def test_the_controller_survives_a_crash_mid_change_and_refuses_bad_input(
     assert sc.http.validate([(unknown, 1)]) == {unknown: False}
     assert sc.http.re_attach(7) == {}
     assert sc.http.tenant(tenant)["generation"] == placed["generation"] + 1
+
+
+@pytest.mark.allowed_errors(r"AttachedStale", r"deleting timeline")
+def test_attached_stale_serves_and_uploads_but_holds_deletions_and_remote_consistent_lsn(
+    ps_env_factory, test_dir
+):
+    """The migration mode of the old node (no control plane here): AttachedStale keeps
+    reading, ingesting and uploading, but `remote_consistent_lsn` stays put and the
+    timeline cannot be removed from the bucket; it is remembered across a restart;
+    AttachedSingle in the same generation releases what was held."""
+    bucket = local_fs_bucket(test_dir.path / "bucket")
+    env = ps_env_factory(config={"remote_storage": bucket.config})
+    tenant, timeline = env.tenant, env.timeline
+    compute = env.import_compute()
+    compute.pg.safe_psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 10000) g")
+    env.checkpoint_and_wait()
+    env.http.timeline_checkpoint(tenant, timeline)
+    before = wait_until(lambda: uploaded(env.http, tenant, timeline), 60, what="uploads")
+
+    answer = env.http.location_config(tenant, "AttachedStale", generation=1)
+    assert answer["mode"] == "AttachedStale", answer
+    compute.pg.safe_psql("INSERT INTO t SELECT g FROM generate_series(1, 10000) g")
+    lsn = env.checkpoint_and_wait()
+    env.http.timeline_checkpoint(tenant, timeline)
+    # The layers and the index go up (the new owner may read them) ...
+    wait_until(
+        lambda: (
+            lsn_to_int(check_bucket(bucket, tenant, timeline)["metadata"]["disk_consistent_lsn"])
+            >= lsn
+        ),
+        30,
+        what="the index uploaded while stale",
+    )
+    # ... but nothing is advertised, and the timeline's objects cannot be removed.
+    stale = env.detail()
+    assert stale["remote_consistent_lsn"] == before["remote_consistent_lsn"], (before, stale)
+    with pytest.raises(ApiError) as refused:
+        env.http.timeline_delete(tenant, timeline)
+    assert refused.value.status == 409 and "AttachedStale" in refused.value.msg, refused.value
+    assert env.detail()["state"] == "Active"
+    env.run_oracle(lsn).check()
+
+    env.pageserver.stop()
+    env.pageserver.start()
+    wait_timeline_state(env.http, tenant, timeline, "Active")
+    with pytest.raises(ApiError) as refused:
+        env.http.timeline_delete(tenant, timeline)
+    assert "AttachedStale" in refused.value.msg, refused.value
+
+    answer = env.http.location_config(tenant, "AttachedSingle", generation=1)
+    assert answer["mode"] == "AttachedSingle", answer
+    compute.pg.safe_psql("INSERT INTO t SELECT g FROM generate_series(1, 1000) g")
+    env.checkpoint_and_wait()
+    env.http.timeline_checkpoint(tenant, timeline)
+    wait_until(lambda: uploaded(env.http, tenant, timeline), 60, what="released uploads")

@@ -152,7 +152,8 @@ def test_detach_and_attach_restore_the_tenant_from_the_bucket(ps_env_factory, re
         ("AttachedSingle", {"generation": 0}, 400),
         ("AttachedSingle", {"generation": 2, "tenant_conf": {"no_such_key": 1}}, 400),
         ("Detached", {"generation": 2}, 400),
-        ("AttachedStale", {"generation": 2}, 400),
+        ("AttachedStale", {"generation": 1}, 409),
+        ("AttachedStale", {}, 400),
     ):
         with pytest.raises(ApiError) as refused:
             http.location_config(env.tenant, mode, **kwargs)

@@ -289,3 +289,54 @@ async fn a_stopped_queue_refuses_pushes() {
         Ok(()) | Err(DeletionError::Stopped)
     ));
 }
+
+#[tokio::test]
+async fn a_held_tenant_s_deletions_and_lsns_wait_and_a_forgotten_one_s_are_dropped() {
+    let s = setup();
+    let (q, cancel) = s.start(None);
+    let other = TenantId::generate();
+    let a = s.put("a").await;
+    let b = s.put("b").await;
+    let c = s.put("c").await;
+    q.hold(s.tenant, true);
+    q.push(
+        s.tenant,
+        s.timeline,
+        Generation(1),
+        std::slice::from_ref(&a),
+    )
+    .unwrap();
+    let visible = Arc::new(AtomicU64::new(0));
+    q.publish_lsn(s.tenant, Generation(1), Lsn(0x700), Arc::clone(&visible));
+    // Another tenant's deletions are not blocked by it, and flush does not wait for it.
+    q.push(other, s.timeline, Generation(1), std::slice::from_ref(&b))
+        .unwrap();
+    q.flush().await.unwrap();
+    assert!(!s.exists(&b).await);
+    tokio::time::sleep(BATCH_DELAY * 4).await;
+    assert!(s.exists(&a).await, "held: nothing of the tenant runs");
+    assert_eq!(visible.load(Ordering::Acquire), 0);
+    assert_eq!(q.pending(), 1);
+
+    q.hold(s.tenant, false);
+    q.flush().await.unwrap();
+    assert!(!s.exists(&a).await, "released: it runs");
+    // The LSN goes in the same round as the list, before it.
+    assert_eq!(visible.load(Ordering::Acquire), 0x700);
+
+    q.hold(s.tenant, true);
+    q.push(
+        s.tenant,
+        s.timeline,
+        Generation(1),
+        std::slice::from_ref(&c),
+    )
+    .unwrap();
+    q.forget_tenant(s.tenant);
+    assert!(!q.is_held(s.tenant));
+    assert_eq!(q.pending(), 0);
+    assert_eq!(s.list_files(".list"), 0);
+    q.flush().await.unwrap();
+    assert!(s.exists(&c).await, "a forgotten tenant's list never runs");
+    cancel.cancel();
+}

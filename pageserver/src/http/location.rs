@@ -16,6 +16,9 @@ use crate::config::TenantConfigOverrides;
 pub enum LocationMode {
     /// Attached, the only attachment: uploads and deletes.
     AttachedSingle,
+    /// Attached while another node takes over: serves and uploads; deletions and
+    /// `remote_consistent_lsn` wait.
+    AttachedStale,
     /// Not held here: local state removed (the bucket keeps everything).
     Detached,
 }
@@ -33,6 +36,14 @@ pub enum LocationConfigRequest {
         /// from object storage takes its manifest's, and a held one keeps its own.
         #[serde(default)]
         tenant_conf: Option<TenantConfigOverrides>,
+    },
+    /// Held here in `generation`, while another node takes the tenant over: reads,
+    /// ingest and uploads go on; deletions and `remote_consistent_lsn` wait (until
+    /// AttachedSingle again) or are dropped (on detach).
+    AttachedStale {
+        /// The generation held (a different one is refused).
+        #[schema(minimum = 1, maximum = 4294967295_u64)]
+        generation: u32,
     },
     /// Not held here: local state removed (the bucket keeps everything).
     Detached {},
@@ -76,6 +87,17 @@ pub(super) async fn tenant_location_config(
                 mode: LocationMode::Detached,
                 attached_from_remote: false,
                 tenant: None,
+            }))
+        }
+        LocationConfigRequest::AttachedStale { generation } => {
+            let t = st
+                .tenants
+                .set_stale(tenant_id, Generation(generation))
+                .await?;
+            Ok(Json(LocationConfigResponse {
+                mode: LocationMode::AttachedStale,
+                attached_from_remote: false,
+                tenant: Some(tenant_info(&t)),
             }))
         }
         LocationConfigRequest::AttachedSingle {

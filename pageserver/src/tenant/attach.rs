@@ -53,7 +53,7 @@ pub async fn download_tenant(
         sync,
     )
     .map_err(io(tmp))?;
-    Location { generation }.persist(tmp, sync)?;
+    Location::attached(generation).persist(tmp, sync)?;
 
     let prefix = layout::tenant_prefix(tenant)
         .and_then(|p| p.join("timelines/"))

@@ -44,9 +44,21 @@ pub const LOCATION_FILE: &str = "location.json";
 pub struct Location {
     /// The attachment generation its remote objects carry.
     pub generation: Generation,
+    /// AttachedStale: serving and uploading, but its deletions and `remote_consistent_lsn`
+    /// wait (another node is taking the tenant over).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 impl Location {
+    /// Attached, the only attachment, in `generation`.
+    pub fn attached(generation: Generation) -> Location {
+        Location {
+            generation,
+            stale: false,
+        }
+    }
+
     /// Reads `dir/location.json`; a tenant without one predates generations: 1.
     pub fn load(dir: &Path) -> Result<Location, TenantError> {
         let path = dir.join(LOCATION_FILE);
@@ -57,9 +69,9 @@ impl Location {
                     message: e.to_string(),
                 })
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Location {
-                generation: Generation(1),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Location::attached(Generation(1)))
+            }
             Err(e) => Err(io(&path)(e)),
         }
     }
@@ -241,10 +253,7 @@ impl Tenant {
         let text = overrides.to_toml();
         crashsafe::overwrite(&tmp.join(TENANT_CONFIG_FILE), text.as_bytes(), sync)
             .map_err(io(&tmp))?;
-        Location {
-            generation: Generation(1),
-        }
-        .persist(&tmp, sync)?;
+        Location::attached(Generation(1)).persist(&tmp, sync)?;
         crashsafe::fsync_dir(&tmp.join("timelines"), sync).map_err(io(&tmp))?;
         crashsafe::durable_rename(&tmp, &dir, sync).map_err(io(&dir))?;
         let t = Tenant::new(tenant_id, dir, res);

@@ -128,6 +128,10 @@ impl Timeline {
     /// uploads the mark); a no-op without remote storage, or when the queue already stopped
     /// (a repeated deletion: the mark went up the first time).
     pub async fn mark_deleted_remote(self: &Arc<Self>) -> Result<(), String> {
+        // Checked before anything changes: a refused deletion leaves the timeline running.
+        if let Some(r) = &self.remote_setup {
+            may_remove_remote(&r.deletions, self.tenant_id, r.generation).await?;
+        }
         if self.remote_setup.is_none() || self.cancel.is_cancelled() {
             return Ok(());
         }
@@ -166,20 +170,7 @@ impl Timeline {
                 action.unwrap_or_default()
             ));
         }
-        // A stale attachment must not remove what the tenant's new owner reads.
-        match deletions.validate_now(tenant, generation).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(format!(
-                    "generation {generation} is no longer the tenant's current one: its remote objects are left to the new owner"
-                ));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "validating generation {generation} before removing remote objects: {e}; try again"
-                ));
-            }
-        }
+        may_remove_remote(&deletions, tenant, generation).await?;
         let cancel = tokio_util::sync::CancellationToken::new();
         let prefix = layout::timeline_prefix(tenant, timeline).map_err(|e| e.to_string())?;
         let listing = retry_transient("listing the timeline's objects", &cancel, || {
@@ -207,5 +198,29 @@ impl Timeline {
         }
         info!(%tenant, %timeline, "the timeline's remote objects are deleted");
         Ok(())
+    }
+}
+
+/// Whether this attachment may remove the timeline's remote objects wholesale: not while
+/// AttachedStale, and only in the tenant's current generation (asked of the control plane,
+/// when there is one). A stale attachment must not remove what the new owner reads.
+async fn may_remove_remote(
+    deletions: &crate::deletion_queue::DeletionQueue,
+    tenant: utils::TenantId,
+    generation: pageserver_api::Generation,
+) -> Result<(), String> {
+    if deletions.is_held(tenant) {
+        return Err(
+            "the tenant is AttachedStale: its remote objects are left to its new owner".into(),
+        );
+    }
+    match deletions.validate_now(tenant, generation).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "generation {generation} is no longer the tenant's current one: its remote objects are left to the new owner"
+        )),
+        Err(e) => Err(format!(
+            "validating generation {generation} before removing remote objects: {e}; try again"
+        )),
     }
 }
