@@ -316,3 +316,50 @@ pub static DELETION_QUEUE_DELETED_OBJECTS: LazyLock<IntCounter> = LazyLock::new(
         "pageserver_deletion_queue_deleted_objects_total",
     )
 });
+
+/// `pageserver_layer_evictions_total`: layers evicted from the local disk (kept in object
+/// storage).
+pub static LAYER_EVICTIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_layer_evictions_total",
+            "Layers evicted from the local disk"
+        ),
+        "pageserver_layer_evictions_total",
+    )
+});
+
+/// `pageserver_layer_downloads_total{outcome}`: on-demand layer downloads.
+pub static LAYER_DOWNLOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    must(
+        register_int_counter_vec!(
+            "pageserver_layer_downloads_total",
+            "On-demand layer downloads, by outcome",
+            &["outcome"]
+        ),
+        "pageserver_layer_downloads_total",
+    )
+});
+
+/// `pageserver_layer_download_bytes_total`.
+pub static LAYER_DOWNLOAD_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_layer_download_bytes_total",
+            "Bytes of layers downloaded on demand"
+        ),
+        "pageserver_layer_download_bytes_total",
+    )
+});
+
+/// `pageserver_layer_download_seconds`: one on-demand download, verified and in place.
+pub static LAYER_DOWNLOAD_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    must(
+        register_histogram!(
+            "pageserver_layer_download_seconds",
+            "Time of an on-demand layer download",
+            LATENCY_BUCKETS.to_vec()
+        ),
+        "pageserver_layer_download_seconds",
+    )
+});

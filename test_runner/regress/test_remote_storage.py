@@ -31,7 +31,11 @@ from fixtures.workdir import TestDir
 
 def local_layers(env: PageserverEnv) -> set[str]:
     d = env.pageserver.timeline_dir(env.tenant, env.timeline)
-    return {p.name for p in d.iterdir() if "__" in p.name and not p.name.endswith("___temp")}
+    return {
+        p.name
+        for p in d.iterdir()
+        if "__" in p.name and not p.name.endswith(("___temp", ".evicted"))
+    }
 
 
 def flush_to_layers(env: PageserverEnv) -> None:

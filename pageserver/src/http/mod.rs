@@ -6,6 +6,7 @@
 
 mod basebackup;
 mod deletion;
+mod layers;
 mod location;
 pub mod models;
 mod size;
@@ -89,6 +90,8 @@ fn read_error(e: ReadError) -> ApiError {
         // not 408 (which is about the client's request taking too long).
         ReadError::WaitLsnTimeout { .. } => ApiError::Conflict(e.to_string()),
         ReadError::Cancelled => ApiError::ShuttingDown,
+        // Object storage did not give an evicted layer back (after retries): retry later.
+        ReadError::Residence(_) => ApiError::Unavailable(e.to_string()),
         _ => ApiError::Internal(e.to_string()),
     }
 }
@@ -105,6 +108,9 @@ pub fn routes(state: ApiState) -> OpenApiRouter {
         .routes(routes!(timeline_checkpoint))
         .routes(routes!(timeline_wait_lsn))
         .routes(routes!(timeline_layers))
+        .routes(routes!(layers::layer_evict))
+        .routes(routes!(layers::layer_download))
+        .routes(routes!(layers::timeline_evict))
         .routes(routes!(timeline_getpage))
         .routes(routes!(timeline_slru_segment))
         .routes(routes!(timeline_relations))
@@ -132,7 +138,7 @@ fn timeline_info(tl: &Timeline) -> TimelineInfo {
     let state = tl.state();
     let last = tl.last_record();
     let size = match state {
-        TimelineState::Active => tl.logical_size(last.last).ok(),
+        TimelineState::Active => tl.logical_size_if_resident(last.last),
         _ => None,
     };
     TimelineInfo {
@@ -507,9 +513,10 @@ async fn timeline_layers(
             lsn_start: l.start_lsn,
             lsn_end: l.end_lsn(),
             size: l.size(),
+            resident: None,
         })
         .collect();
-    for (name, file) in map.iter() {
+    for (name, layer) in map.iter() {
         layers.push(LayerInfo {
             name: name.to_string(),
             kind: match name.kind {
@@ -521,7 +528,8 @@ async fn timeline_layers(
             key_end: name.key_range.end.to_string(),
             lsn_start: name.lsn_range.start,
             lsn_end: Some(name.lsn_range.end),
-            size: std::fs::metadata(file.path()).map(|m| m.len()).unwrap_or(0),
+            size: layer.file_size(),
+            resident: Some(layer.is_resident()),
         });
     }
     Ok(Json(LayerList { layers }))

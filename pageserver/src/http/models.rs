@@ -172,7 +172,8 @@ pub struct TimelineInfo {
     pub initdb_lsn: Lsn,
     /// PostgreSQL major version.
     pub pg_version: u32,
-    /// Σ relation sizes at last_record_lsn, in bytes.
+    /// Σ relation sizes at last_record_lsn, in bytes (none when not active, or when it
+    /// would need evicted layers downloaded).
     pub current_logical_size: Option<u64>,
     /// The walreceiver's view.
     pub walreceiver: WalReceiverStatus,
@@ -197,6 +198,10 @@ pub struct LayerInfo {
     pub lsn_end: Option<Lsn>,
     /// Bytes.
     pub size: u64,
+    /// Whether its file is on the local disk (false: evicted, in object storage only,
+    /// downloaded on the first read). None for in-memory layers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resident: Option<bool>,
 }
 
 /// `GET …/layer`.

@@ -3,6 +3,8 @@
 //! - [`in_memory`]: the open layer that ingest appends to, and frozen ones waiting to be
 //!   written out.
 //! - [`file_format`]: Strata's immutable layer file (delta or image), `docs/formats.md`.
+//! - [`residence`]: a historic layer resident on the local disk or evicted to object
+//!   storage, downloaded on demand.
 //!
 //! Invariants:
 //! - a layer file is immutable once its name exists: it is written under a temporary name,
@@ -14,6 +16,7 @@
 
 pub mod file_format;
 pub mod in_memory;
+pub mod residence;
 
 use std::fmt;
 use std::ops::Range;

@@ -20,6 +20,7 @@
 //! is cancelled (a warning from the third failure on): a transient outage queues work, it
 //! loses none.
 
+pub mod download;
 pub mod index;
 pub mod layout;
 pub mod upload_queue;

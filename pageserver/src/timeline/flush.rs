@@ -23,6 +23,7 @@ use crate::layer_map::LayerMap;
 use crate::layers::LayerName;
 use crate::layers::file_format::{LayerFile, LayerFileError};
 use crate::layers::in_memory::InMemoryLayer;
+use crate::layers::residence::Layer;
 use crate::metrics;
 use crate::remote_timeline_client::RemoteError;
 
@@ -69,12 +70,13 @@ impl Timeline {
         {
             let mut layers = self.layers.write();
             if !change.added.is_empty() || !change.removed.is_empty() {
-                let mut map: LayerMap<Arc<LayerFile>> = (*layers.historic).clone();
+                let mut map: LayerMap<Arc<Layer>> = (*layers.historic).clone();
                 for name in &change.removed {
                     map.remove(name);
                 }
                 for (name, file) in change.added.iter().cloned() {
-                    map.insert(name, file);
+                    let layer = Layer::resident(name.clone(), file, self.layer_home.clone());
+                    map.insert(name, layer);
                 }
                 layers.historic = Arc::new(map);
             }

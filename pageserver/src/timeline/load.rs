@@ -5,7 +5,10 @@
 //! 2. removes temporary files (an interrupted write), ephemeral files (a crashed
 //!    in-memory layer) and layer files above `disk_consistent_lsn` (a flush that crashed
 //!    before its metadata update: ingest will receive that WAL again);
-//! 3. opens and verifies every remaining layer file (a corrupt one → Broken, naming it).
+//! 3. opens and verifies every remaining layer file (a corrupt one → Broken, naming it);
+//! 4. takes each evicted layer's stub (`<layer>.evicted`: the layer is in object storage
+//!    only, downloaded on first read) unless its file is there too, when the stub is a
+//!    leftover of a download and goes (an unreadable stub → Broken, naming it).
 //!
 //! Creation builds the directory under a temporary name (`<id>.___temp`) with its layers
 //! and metadata fsynced, then renames it into place and fsyncs the parent: a timeline
@@ -24,6 +27,7 @@ use super::{Timeline, TimelineResources};
 use crate::layer_map::LayerMap;
 use crate::layers::LayerName;
 use crate::layers::file_format::{LayerFile, LayerFileError};
+use crate::layers::residence::{EVICTED_SUFFIX, EvictedStub, Layer};
 
 /// Why a timeline could not be loaded or created.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,9 @@ pub fn load_timeline(
     }
     let mut map = LayerMap::new();
     let mut removed = 0;
+    let home = res.layer_home(tenant_id, timeline_id, &dir);
+    // Stubs of evicted layers, taken after the files (a file wins over its stub).
+    let mut stubs: Vec<(LayerName, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
         let entry = entry.map_err(io(&dir))?;
         let path = entry.path();
@@ -82,6 +89,13 @@ pub fn load_timeline(
         if crashsafe::is_temp_file(&path) || name.starts_with("ephemeral-") {
             std::fs::remove_file(&path).map_err(io(&path))?;
             removed += 1;
+            continue;
+        }
+        if let Some(layer) = name
+            .strip_suffix(EVICTED_SUFFIX)
+            .and_then(|n| LayerName::parse(n).ok())
+        {
+            stubs.push((layer, path));
             continue;
         }
         let Ok(layer) = LayerName::parse(&name) else {
@@ -108,7 +122,29 @@ pub fn load_timeline(
                 s.timeline_id
             )));
         }
-        map.insert(layer, Arc::new(file));
+        map.insert(
+            layer.clone(),
+            Layer::resident(layer, Arc::new(file), home.clone()),
+        );
+    }
+    let resident: std::collections::HashSet<LayerName> =
+        map.iter().map(|(n, _)| n.clone()).collect();
+    for (layer, path) in stubs {
+        let beyond = layer.lsn_range.end > Lsn(meta.disk_consistent_lsn.0 + 1);
+        if beyond || resident.contains(&layer) {
+            // Its file is here (a download finished, the stub's removal did not), or the
+            // layer is above what the metadata covers.
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            removed += 1;
+            continue;
+        }
+        let stub = EvictedStub::load(&path).map_err(|e| {
+            LoadError::Inconsistent(format!(
+                "{}: unreadable evicted-layer stub: {e}",
+                path.display()
+            ))
+        })?;
+        map.insert(layer.clone(), Layer::evicted(layer, stub, home.clone()));
     }
     if removed > 0 {
         crashsafe::fsync_dir(&dir, res.sync).map_err(io(&dir))?;

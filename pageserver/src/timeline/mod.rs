@@ -12,12 +12,14 @@
 //!
 //! Invariants:
 //! - `disk_consistent_lsn <= last_record_lsn`, and every value at or below
-//!   `disk_consistent_lsn` is in an fsynced layer file named in the layer map;
+//!   `disk_consistent_lsn` is in a layer named in the layer map: an fsynced local file,
+//!   or an evicted one that the uploaded index names ([`eviction`]);
 //! - in-memory layers cover `(disk_consistent_lsn, ∞)` contiguously: frozen ones oldest
 //!   first, then the open one;
 //! - a branch's own values are all above its `ancestor_lsn`.
 
 pub mod commit_times;
+pub mod eviction;
 pub mod flush;
 pub mod ingest;
 pub mod load;
@@ -42,8 +44,8 @@ use utils::{Lsn, TenantId, TimelineId};
 use crate::config::TenantConfig;
 use crate::keyspace::Key;
 use crate::layer_map::LayerMap;
-use crate::layers::file_format::LayerFile;
 use crate::layers::in_memory::{InMemoryError, InMemoryLayer};
+use crate::layers::residence::{Layer, LayerHome};
 use crate::metrics;
 use crate::page_cache::{PageCache, next_id};
 use crate::remote_timeline_client::RemoteTimelineClient;
@@ -112,7 +114,7 @@ pub(crate) struct LayerSet {
     pub(crate) open: Option<Arc<InMemoryLayer>>,
     /// Frozen layers, oldest first, with the last record at their end.
     pub(crate) frozen: Vec<(Arc<InMemoryLayer>, LastRecord)>,
-    pub(crate) historic: Arc<LayerMap<Arc<LayerFile>>>,
+    pub(crate) historic: Arc<LayerMap<Arc<Layer>>>,
     /// Where the next open layer starts.
     pub(crate) next_open_start: Lsn,
 }
@@ -175,6 +177,8 @@ pub struct Timeline {
     pub(crate) remote_setup: Option<crate::remote_timeline_client::RemoteSetup>,
     /// The upload queue, once started ([`Timeline::start_remote`]).
     pub(crate) remote_client: std::sync::OnceLock<RemoteTimelineClient>,
+    /// What this timeline's layers need to be evicted and downloaded.
+    pub(crate) layer_home: Arc<LayerHome>,
 }
 
 impl std::fmt::Debug for Timeline {
@@ -201,6 +205,25 @@ pub struct TimelineResources {
     pub remote: Option<crate::remote_timeline_client::RemoteSetup>,
 }
 
+impl TimelineResources {
+    /// Where a timeline's layers live and come back from.
+    pub fn layer_home(
+        &self,
+        tenant: TenantId,
+        timeline: TimelineId,
+        dir: &std::path::Path,
+    ) -> Arc<LayerHome> {
+        Arc::new(LayerHome {
+            tenant,
+            timeline,
+            dir: dir.to_path_buf(),
+            storage: self.remote.as_ref().map(|r| r.storage.clone()),
+            cache: self.cache.clone(),
+            sync: self.sync,
+        })
+    }
+}
+
 impl std::fmt::Debug for TimelineResources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TimelineResources")
@@ -218,9 +241,10 @@ impl Timeline {
         dir: PathBuf,
         meta: TimelineMetadata,
         ancestor: Option<Arc<Timeline>>,
-        historic: LayerMap<Arc<LayerFile>>,
+        historic: LayerMap<Arc<Layer>>,
         res: TimelineResources,
     ) -> Arc<Timeline> {
+        let layer_home = res.layer_home(tenant_id, timeline_id, &dir);
         let last = LastRecord {
             last: meta.disk_consistent_lsn,
             prev: meta.prev_record_lsn,
@@ -258,6 +282,7 @@ impl Timeline {
             write_lock: tokio::sync::Mutex::new(()),
             remote_setup: res.remote,
             remote_client: std::sync::OnceLock::new(),
+            layer_home,
         })
     }
 
@@ -474,9 +499,7 @@ impl Timeline {
     }
 
     /// A snapshot of the in-memory layers (newest first) and the layer map, for a read.
-    pub(crate) fn layer_snapshot(
-        &self,
-    ) -> (Vec<Arc<InMemoryLayer>>, Arc<LayerMap<Arc<LayerFile>>>) {
+    pub(crate) fn layer_snapshot(&self) -> (Vec<Arc<InMemoryLayer>>, Arc<LayerMap<Arc<Layer>>>) {
         let layers = self.layers.read();
         let mut mem: Vec<Arc<InMemoryLayer>> = Vec::with_capacity(layers.frozen.len() + 1);
         if let Some(open) = &layers.open {

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,12 +29,17 @@ use crate::keyspace::{self, Key, RelSizeEntry};
 use crate::layers::LayerKind;
 use crate::layers::file_format::LayerFileError;
 use crate::layers::in_memory::InMemoryError;
+use crate::layers::residence::{Layer, ResidenceError};
 use crate::page_cache::{CacheKey, CacheValue};
 use crate::value::{self, ValueDecodeError};
 use crate::walingest::{SlruKind, Value};
 use crate::walrecord::WalRecord;
 use crate::walredo::WalRedoError;
 use postgres_ffi::BLCKSZ;
+
+/// How many evicted layers one read may download before it gives up (each download makes
+/// the read start over; more than this means layers are evicted as fast as they return).
+const MAX_DOWNLOADS_PER_READ: usize = 64;
 
 static ZERO_PAGE: [u8; BLCKSZ] = [0u8; BLCKSZ];
 
@@ -65,6 +71,12 @@ pub enum ReadError {
     /// A layer file failed (I/O or corruption).
     #[error(transparent)]
     Layer(#[from] LayerFileError),
+    /// A layer the read needs is evicted (internal: the read downloads it and retries).
+    #[error("layer {} is evicted", .0.name())]
+    Evicted(Arc<Layer>),
+    /// An evicted layer could not be brought back.
+    #[error(transparent)]
+    Residence(#[from] ResidenceError),
     /// The in-memory layer failed.
     #[error(transparent)]
     InMemory(#[from] InMemoryError),
@@ -173,10 +185,13 @@ impl Timeline {
                     break;
                 };
                 let lo = res.lsn_floor.max(floor);
+                let Some(file) = res.layer.file() else {
+                    return Err(ReadError::Evicted(res.layer.clone()));
+                };
                 let mut refs = Vec::new();
-                let done = res.layer.refs_for_key(key, lo..end, &mut refs)?;
+                let done = file.refs_for_key(key, lo..end, &mut refs)?;
                 for r in &refs {
-                    values.push((r.lsn, value::decode(res.layer.read_value(r)?)?));
+                    values.push((r.lsn, value::decode(file.read_value(r)?)?));
                 }
                 if done {
                     cached_base = None;
@@ -209,7 +224,18 @@ impl Timeline {
     /// rebuilt; metadata values are returned as stored (empty = tombstone).
     pub async fn get(&self, key: Key, lsn: Lsn) -> Result<Option<Bytes>, ReadError> {
         let use_cache = key.is_page();
-        let c = self.collect(key, lsn, use_cache)?;
+        // An evicted layer on the way is downloaded, and the search starts again (the
+        // layers may have changed meanwhile).
+        let mut downloads = 0;
+        let c = loop {
+            match self.collect(key, lsn, use_cache) {
+                Err(ReadError::Evicted(layer)) if downloads < MAX_DOWNLOADS_PER_READ => {
+                    downloads += 1;
+                    layer.get_or_download().await?;
+                }
+                r => break r?,
+            }
+        };
         let Collected {
             mut values,
             cached_base,
@@ -315,6 +341,17 @@ impl Timeline {
         keys: Range<Key>,
         lsn: Lsn,
     ) -> Result<BTreeMap<Key, Bytes>, ReadError> {
+        self.scan(keys, lsn, true)
+    }
+
+    /// [`Timeline::scan_latest`]; with `download` false an evicted layer on the way is
+    /// [`ReadError::Evicted`] instead of a download (for what is only nice to show).
+    fn scan(
+        &self,
+        keys: Range<Key>,
+        lsn: Lsn,
+        download: bool,
+    ) -> Result<BTreeMap<Key, Bytes>, ReadError> {
         let mut found: BTreeMap<Key, (Lsn, Bytes)> = BTreeMap::new();
         let mut tl: &Timeline = self;
         let mut end = Lsn(lsn.0.saturating_add(1));
@@ -344,7 +381,12 @@ impl Timeline {
                     return Err(e.into());
                 }
             }
-            for (_, file) in map.overlapping(keys.clone(), Lsn(0)..end) {
+            for (_, layer) in map.overlapping(keys.clone(), Lsn(0)..end) {
+                let file = match layer.file() {
+                    Some(f) => f,
+                    None if download => layer.get_or_download_blocking()?,
+                    None => return Err(ReadError::Evicted(layer.clone())),
+                };
                 let mut pending = Vec::new();
                 file.scan(keys.clone(), end, |r| {
                     pending.push(r);
@@ -407,8 +449,12 @@ impl Timeline {
 
     /// Every relation fork of the cluster with its size, at `lsn`.
     pub fn list_all_rels(&self, lsn: Lsn) -> Result<BTreeMap<RelTag, u32>, ReadError> {
+        self.all_rels(lsn, true)
+    }
+
+    fn all_rels(&self, lsn: Lsn, download: bool) -> Result<BTreeMap<RelTag, u32>, ReadError> {
         Ok(self
-            .scan_latest(keyspace::all_rel_sizes_range(), lsn)?
+            .scan(keyspace::all_rel_sizes_range(), lsn, download)?
             .into_iter()
             .filter_map(|(k, v)| {
                 RelSizeEntry::decode(&v).map(|e| (keyspace::rel_of_size_key(&k), e.nblocks))
@@ -441,6 +487,17 @@ impl Timeline {
             .values()
             .map(|n| u64::from(*n) * BLCKSZ as u64)
             .sum())
+    }
+
+    /// [`Timeline::logical_size`] from the cache or from resident layers only: `None` when
+    /// it would need a download (a status call must not pull a timeline's every layer
+    /// back from object storage).
+    pub fn logical_size_if_resident(&self, lsn: Lsn) -> Option<u64> {
+        if let Some(size) = self.logical_sizes.lock().get(&lsn) {
+            return Some(*size);
+        }
+        let rels = self.all_rels(lsn, false).ok()?;
+        Some(rels.values().map(|n| u64::from(*n) * BLCKSZ as u64).sum())
     }
 
     /// [`Timeline::logical_size`] through the per-timeline cache (the size model asks for the

@@ -70,15 +70,23 @@ impl Timeline {
             cancel,
         );
         let historic = self.layers.read().historic.clone();
-        let missing: Vec<(LayerName, std::path::PathBuf)> = historic
-            .iter()
-            .filter(|(name, _)| {
-                !remote
-                    .as_ref()
-                    .is_some_and(|i| i.layer_metadata.contains_key(&name.to_string()))
-            })
-            .map(|(name, file)| (name.clone(), file.path().to_path_buf()))
-            .collect();
+        let mut missing: Vec<(LayerName, std::path::PathBuf)> = Vec::new();
+        for (name, layer) in historic.iter() {
+            if remote
+                .as_ref()
+                .is_some_and(|i| i.layer_metadata.contains_key(&name.to_string()))
+            {
+                continue;
+            }
+            if layer.is_resident() {
+                missing.push((name.clone(), layer.local_path()));
+            } else {
+                // Evicted, so uploaded once (its stub names its object), though this
+                // index does not name it: it stays readable; it is not uploaded again.
+                warn!(%tenant, %timeline, layer = %name,
+                    "an evicted layer is not in the remote index");
+            }
+        }
         if let Some(r) = &remote {
             let gone = r
                 .layers()
@@ -87,7 +95,7 @@ impl Timeline {
             if gone > 0 {
                 warn!(
                     %tenant, %timeline,
-                    "{gone} layers of the remote index are not on the local disk (download on demand is not built yet)"
+                    "{gone} layers of the remote index are not known locally (the remote index is ahead of the local metadata)"
                 );
             }
         }
