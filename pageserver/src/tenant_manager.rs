@@ -277,7 +277,7 @@ impl TenantManager {
             .into());
         }
         if self.res.deletions.is_none() {
-            return Err(TenantError::Invalid(
+            return Err(TenantError::Conflict(
                 "AttachedStale needs remote_storage: there is nothing to hold back".into(),
             )
             .into());

@@ -21,7 +21,7 @@ fn eviction_error(e: EvictionError) -> ApiError {
     match e {
         EvictionError::NotFound(_) => ApiError::NotFound(e.to_string()),
         EvictionError::NotUploaded(_) => ApiError::Conflict(e.to_string()),
-        EvictionError::NoRemoteStorage => ApiError::BadRequest(e.to_string()),
+        EvictionError::NoRemoteStorage => ApiError::Conflict(e.to_string()),
         EvictionError::Residence(_) => ApiError::Internal(e.to_string()),
     }
 }
@@ -32,9 +32,9 @@ fn eviction_error(e: EvictionError) -> ApiError {
         ("layer_name" = String, Path, description = "The layer's file name")),
     responses(
         (status = 200, description = "Evicted (changed 0: it was already)", body = ResidenceChange),
-        (status = 400, description = "Malformed id, or no remote storage", body = ErrorBody),
+        (status = 400, description = "Malformed id", body = ErrorBody),
         (status = 404, description = "No such tenant, timeline or layer", body = ErrorBody),
-        (status = 409, description = "Not uploaded yet, or the timeline is broken", body = ErrorBody),
+        (status = 409, description = "Not uploaded yet, no remote storage, or the timeline is broken", body = ErrorBody),
         (status = 500, description = "The stub or the file could not be written or removed", body = ErrorBody),
         (status = 503, description = "The timeline is not active", body = ErrorBody),
     ))]
@@ -85,9 +85,9 @@ pub(super) async fn layer_download(
     params(("tenant_id" = HexId, Path), ("timeline_id" = HexId, Path)),
     responses(
         (status = 200, description = "How many were evicted", body = ResidenceChange),
-        (status = 400, description = "Malformed id, or no remote storage", body = ErrorBody),
+        (status = 400, description = "Malformed id", body = ErrorBody),
         (status = 404, description = "No such tenant or timeline", body = ErrorBody),
-        (status = 409, description = "The timeline is broken", body = ErrorBody),
+        (status = 409, description = "No remote storage, or the timeline is broken", body = ErrorBody),
         (status = 500, description = "A stub or a file could not be written or removed", body = ErrorBody),
         (status = 503, description = "The timeline is not active", body = ErrorBody),
     ))]
