@@ -19,6 +19,7 @@ from fixtures.pageserver import wait_for_pageserver_lsn, wait_timeline_state
 from fixtures.pageserver_env import checkpoint_lsn, run_page_oracle
 from fixtures.remote_storage import check_bucket, local_fs_bucket, timeline_prefix
 from fixtures.safekeeper import lsn_to_int
+from fixtures.schemathesis import run_schemathesis
 from fixtures.utils import wait_until
 
 
@@ -226,3 +227,13 @@ def test_attached_stale_serves_and_uploads_but_holds_deletions_and_remote_consis
     env.checkpoint_and_wait()
     env.http.timeline_checkpoint(tenant, timeline)
     wait_until(lambda: uploaded(env.http, tenant, timeline), 60, what="released uploads")
+
+
+@pytest.mark.openapi_fuzz
+def test_storage_controller_openapi_schemathesis(storage_controller, test_dir):
+    """`schemathesis run --checks all` against a live controller finds no failure and no
+    server error (malformed bodies and ids are 400s, unknown tenants 404s)."""
+    paths = storage_controller.http.openapi()["paths"]
+    for p in ("/upcall/v1/re-attach", "/upcall/v1/validate", "/control/v1/attach-hook"):
+        assert p in paths, sorted(paths)
+    run_schemathesis(storage_controller.http.base, test_dir, exclude_paths=["/v1/failpoints"])

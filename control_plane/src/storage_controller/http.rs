@@ -54,7 +54,7 @@ pub struct AttachHookRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttachHookResponse {
     /// The new generation (to pass to the pageserver's `location_config`); null on detach.
-    #[schema(value_type = Option<u32>)]
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 4294967295_u64)]
     pub generation: Option<Generation>,
 }
 
@@ -64,7 +64,7 @@ pub struct TenantPlacementInfo {
     /// The tenant.
     pub tenant_id: TenantId,
     /// Its current generation.
-    #[schema(value_type = u32)]
+    #[schema(value_type = u64, minimum = 0, maximum = 4294967295_u64)]
     pub generation: Generation,
     /// The pageserver holding it, if attached.
     pub node_id: Option<NodeId>,
@@ -198,7 +198,7 @@ async fn attach_hook(
 
 /// Where a tenant is attached and in which generation.
 #[utoipa::path(get, path = "/control/v1/tenant/{tenant_id}", tag = "control",
-    params(("tenant_id" = String, Path, description = "Tenant id (32 hex digits)")),
+    params(("tenant_id" = inline(pageserver_api::openapi::HexId), Path)),
     responses(
         (status = 200, description = "The tenant's placement", body = TenantPlacementInfo),
         (status = 400, description = "Malformed tenant id", body = ErrorBody),

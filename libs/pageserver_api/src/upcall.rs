@@ -27,7 +27,7 @@ pub struct ReAttachTenant {
     /// The tenant.
     pub id: TenantId,
     /// Its new generation on this node.
-    #[schema(value_type = u32)]
+    #[schema(value_type = u64, minimum = 0, maximum = 4294967295_u64)]
     pub generation: Generation,
 }
 
@@ -45,7 +45,7 @@ pub struct ValidateTenant {
     /// The tenant.
     pub id: TenantId,
     /// The generation the caller holds.
-    #[schema(value_type = u32)]
+    #[schema(value_type = u64, minimum = 0, maximum = 4294967295_u64)]
     pub generation: Generation,
 }
 
@@ -63,7 +63,7 @@ pub struct ValidateResult {
     /// The tenant.
     pub id: TenantId,
     /// The generation asked about.
-    #[schema(value_type = u32)]
+    #[schema(value_type = u64, minimum = 0, maximum = 4294967295_u64)]
     pub generation: Generation,
     /// True when the generation asked about is the tenant's current one.
     pub valid: bool,

@@ -6,15 +6,7 @@ use utils::{Lsn, TenantId, TimelineId};
 use crate::config::{TenantConfig, TenantConfigOverrides};
 use crate::timeline::WalReceiverStatus;
 
-/// A tenant or timeline id: 32 lower-case hex digits.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(value_type = String, pattern = "^[0-9a-f]{32}$", example = "3aa8fcc61f6d357410b7de754b1d9001")]
-pub struct HexId(pub String);
-
-/// An LSN, `X/Y` in hex.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[schema(value_type = String, pattern = "^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$", example = "0/16B5A50")]
-pub struct LsnString(pub String);
+pub use pageserver_api::openapi::{HexId, LsnString};
 
 /// `POST /v1/tenant`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
