@@ -417,6 +417,26 @@ impl TenantConfigOverrides {
     }
 }
 
+/// `[disk_usage_based_eviction]` in `pageserver.toml`: when the workdir's file system is
+/// fuller than `max_usage_pct`, or has less than `min_avail_bytes` free, uploaded layers
+/// are evicted, least recently read first, until it is not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskUsageEvictionConfig {
+    /// Usage (percent of the file system) above which layers are evicted.
+    pub max_usage_pct: u64,
+    /// Free bytes below which layers are evicted.
+    #[serde(default)]
+    pub min_avail_bytes: u64,
+    /// How often usage is checked.
+    #[serde(with = "humantime_serde", default = "default_eviction_period")]
+    pub period: Duration,
+}
+
+fn default_eviction_period() -> Duration {
+    Duration::from_secs(10)
+}
+
 /// `pageserver.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -466,6 +486,9 @@ pub struct PageserverConfig {
     pub control_plane_api: Option<String>,
     /// A file holding the JWT (scope `generations_api`) sent to the control plane.
     pub control_plane_api_token_path: Option<PathBuf>,
+    /// Evict layers (least recently read first) when the workdir's file system fills up;
+    /// none: never. Needs `remote_storage`.
+    pub disk_usage_based_eviction: Option<DiskUsageEvictionConfig>,
     /// Tests: fail the first N attempts of each distinct remote operation.
     pub test_remote_failures: u64,
     /// Tests: also fail each remote attempt with this probability (0.0–1.0).
@@ -495,6 +518,7 @@ impl Default for PageserverConfig {
             remote_storage: None,
             control_plane_api: None,
             control_plane_api_token_path: None,
+            disk_usage_based_eviction: None,
             test_remote_failures: 0,
             test_remote_failures_probability: None,
             tenant_config: TenantConfig::default(),
@@ -553,6 +577,25 @@ impl PageserverConfig {
                 return Err(invalid(
                     "control_plane_api needs remote_storage: generations guard objects in a bucket"
                         .into(),
+                ));
+            }
+        }
+        if let Some(e) = &c.disk_usage_based_eviction {
+            if c.remote_storage.is_none() {
+                return Err(invalid(
+                    "disk_usage_based_eviction needs remote_storage: only uploaded layers can be evicted"
+                        .into(),
+                ));
+            }
+            if !(1..=100).contains(&e.max_usage_pct) {
+                return Err(invalid(format!(
+                    "disk_usage_based_eviction.max_usage_pct {} is not between 1 and 100",
+                    e.max_usage_pct
+                )));
+            }
+            if e.period.is_zero() {
+                return Err(invalid(
+                    "disk_usage_based_eviction.period must be positive".into(),
                 ));
             }
         }

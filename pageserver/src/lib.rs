@@ -12,6 +12,7 @@ pub mod basebackup;
 pub mod config;
 pub mod control_plane_client;
 pub mod deletion_queue;
+pub mod disk_usage_eviction;
 pub mod http;
 pub mod import;
 pub mod keyspace;

@@ -299,10 +299,21 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
         conf.synthetic_size_calculation_interval,
         root.child_token(),
     ));
+    let eviction_task = conf.disk_usage_based_eviction.clone().map(|c| {
+        tokio::spawn(pageserver::disk_usage_eviction::run(
+            tenants.clone(),
+            workdir.clone(),
+            c,
+            root.child_token(),
+        ))
+    });
 
     root.cancelled().await;
     info!("shutting down");
     size_task.abort();
+    if let Some(t) = eviction_task {
+        t.abort();
+    }
     tenants
         .drain_uploads(std::time::Duration::from_secs(10))
         .await;

@@ -363,3 +363,15 @@ pub static LAYER_DOWNLOAD_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
         "pageserver_layer_download_seconds",
     )
 });
+
+/// `pageserver_disk_usage_evicted_bytes_total`: bytes of layers evicted because the disk
+/// was too full.
+pub static DISK_USAGE_EVICTED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
+    must(
+        register_int_counter!(
+            "pageserver_disk_usage_evicted_bytes_total",
+            "Bytes of layers evicted under disk pressure"
+        ),
+        "pageserver_disk_usage_evicted_bytes_total",
+    )
+});

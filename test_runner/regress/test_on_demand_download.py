@@ -9,7 +9,7 @@ import pytest
 
 from fixtures.http_api import ApiError
 from fixtures.pageserver import wait_timeline_state
-from fixtures.remote_storage import check_bucket
+from fixtures.remote_storage import check_bucket, local_fs_bucket
 from fixtures.safekeeper import lsn_to_int
 from fixtures.utils import wait_until
 
@@ -101,3 +101,38 @@ def test_evicted_layers_come_back_on_demand(ps_env_factory, remote_bucket):
     lsn = env.checkpoint_and_wait()
     env.run_oracle(lsn).check()
     assert any(residence(env).values())
+
+
+@pytest.mark.allowed_errors(r"disk usage: .* bytes over the limit, but only")
+def test_disk_pressure_evicts_uploaded_layers_and_reads_bring_them_back(ps_env_factory, test_dir):
+    """`disk_usage_based_eviction`: while the file system looks full (a failpoint makes
+    statvfs's free space 0), every uploaded layer is evicted; once it does not, nothing
+    more is; pages stay correct throughout (the oracle reads through evicted layers)."""
+    bucket = local_fs_bucket(test_dir.path / "bucket")
+    env = ps_env_factory(
+        config={
+            "remote_storage": bucket.config,
+            "disk_usage_based_eviction": {
+                "max_usage_pct": 100,
+                "min_avail_bytes": 1,
+                "period": "200ms",
+            },
+        }
+    )
+    http, tenant, timeline = env.http, env.tenant, env.timeline
+    compute = env.import_compute()
+    compute.pg.safe_psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g")
+    lsn = env.checkpoint_and_wait()
+    http.timeline_checkpoint(tenant, timeline)
+    wait_until(lambda: uploaded(env), 60, what="the layers uploaded")
+    # Any real disk has a byte free: the failpoint makes it look full (0 bytes free).
+    assert not any(not r for r in residence(env).values())
+    http.configure_failpoints(("disk-usage-eviction-avail", "return(0)"))
+    wait_until(lambda: not any(residence(env).values()), 30, what="every uploaded layer evicted")
+    assert (http.metric_value("pageserver_disk_usage_evicted_bytes_total") or 0) > 0
+    http.configure_failpoints(("disk-usage-eviction-avail", "off"))
+    before = http.metric_value("pageserver_disk_usage_evicted_bytes_total")
+    env.run_oracle(lsn).check()
+    assert all(residence(env).values())
+    env.compare_relations(lsn).check()
+    assert http.metric_value("pageserver_disk_usage_evicted_bytes_total") == before
