@@ -10,8 +10,12 @@ layer, uploaded when the timeline starts).
   layer file with an fsync of the copy (what an upload to LocalFs must at least do). Goal
   (reported, not asserted): at most 1.5 times the copy.
 - **Attach**: detach, then `location_config` AttachedSingle in generation 2 until the timeline
-  is Active and a first page read (GetPage of block 0 of pgbench_accounts) succeeds, against
-  `cp` of the timeline's objects out of the bucket.
+  is Active and a first page read (GetPage of block 0 of pgbench_accounts) succeeds (the
+  attach downloads no layer; that read downloads the one it needs), against `cp` of the
+  timeline's objects out of the bucket.
+- **Cold read**: every layer evicted, one GetPage (over HTTP) of a block not read yet, which
+  downloads the layer holding it, against the same GetPage of another block right after
+  (warm). Goal (reported): a cold read within 20 ms.
 
     cargo build --release --features testing --bin pageserver
     STRATA_BIN=$PWD/target/release STRATA_SKIP_BUILD=1 .venv/bin/pytest -c test_runner/pytest.ini \\
@@ -61,6 +65,13 @@ TABLE_HEADER = [
     "| date | build | database | layers | upload | copy + fsync | ratio | attach | copy out "
     "of the bucket | ratio |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+]
+
+
+COLD_SECTION = "## Cold reads (pageserver, on-demand download)"
+COLD_HEADER = [
+    "| date | build | database | downloaded | cold GetPage | warm GetPage | ratio |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
 ]
 
 
@@ -155,6 +166,21 @@ def test_remote_storage_speed(
     wait_timeline_state(http, tenant, timeline, "Active")
     http.getpage(tenant, timeline, accounts, 0, info["last_record_lsn"])
     attach_s = time.monotonic() - started
+    lsn = info["last_record_lsn"]
+    http.evict_layers(tenant, timeline)
+    downloaded = http.metric_value("pageserver_layer_download_bytes_total") or 0.0
+    started = time.monotonic()
+    http.getpage(tenant, timeline, accounts, 1, lsn)
+    cold_s = time.monotonic() - started
+    downloaded = (http.metric_value("pageserver_layer_download_bytes_total") or 0.0) - downloaded
+    started = time.monotonic()
+    http.getpage(tenant, timeline, accounts, 2, lsn)
+    warm_s = time.monotonic() - started
+    print(
+        f"cold GetPage (every layer evicted; {downloaded / MiB:.0f} MiB downloaded): "
+        f"{cold_s * 1000:.1f} ms; warm GetPage {warm_s * 1000:.2f} ms; "
+        f"ratio {cold_s / warm_s:.0f} (goal: cold <= 20 ms)"
+    )
     prefix = bucket / "tenants" / tenant / "timelines" / timeline
     objects = [p for p in prefix.iterdir() if p.is_file()]
     cp_out_s = copy_seconds(objects, test_dir.path / "restore-copy")
@@ -173,5 +199,15 @@ def test_remote_storage_speed(
                 f"| {len(layers)}, "
                 f"{size / MiB:.0f} MiB | {upload_s:.2f}s | {cp_s:.2f}s | {upload_s / cp_s:.2f} "
                 f"| {attach_s:.2f}s | {cp_out_s:.2f}s | {attach_s / cp_out_s:.2f} |"
+            ],
+        )
+        append_rows(
+            DOC,
+            COLD_SECTION,
+            COLD_HEADER,
+            [
+                f"| {today()} | {PROFILE} | pgbench scale {SCALE}, imported | "
+                f"{downloaded / MiB:.0f} MiB | {cold_s * 1000:.1f} ms | {warm_s * 1000:.2f} ms "
+                f"| {cold_s / warm_s:.0f} |"
             ],
         )
