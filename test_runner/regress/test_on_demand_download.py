@@ -5,6 +5,9 @@ downloads nothing up front. On LocalFs, S3 (moto) and Azure (Azurite)."""
 
 from __future__ import annotations
 
+import io
+import tarfile
+
 import pytest
 
 from fixtures.http_api import ApiError
@@ -69,6 +72,14 @@ def test_evicted_layers_come_back_on_demand(ps_env_factory, remote_bucket):
     # Every page equals the compute's; whatever else it needs comes back on the way.
     env.run_oracle(lsn).check()
     env.compare_relations(lsn).check()
+
+    # A basebackup (metadata scans, then every page) reads through evicted layers too.
+    full = http.basebackup(tenant, timeline, lsn)
+    http.evict_layers(tenant, timeline)
+    again = http.basebackup(tenant, timeline, lsn)
+    assert len(again) == len(full) > 0
+    with tarfile.open(fileobj=io.BytesIO(again)) as tar:
+        assert "global/pg_control" in tar.getnames()
 
     # Evicted stays evicted across a restart (the stubs are what the load finds), and
     # reads still work. (Ingest may bring layers back at once: metadata such as relation
