@@ -9,6 +9,7 @@ import io
 import tarfile
 
 import pytest
+import requests
 
 from fixtures.http_api import ApiError
 from fixtures.pageserver import wait_timeline_state
@@ -147,3 +148,35 @@ def test_disk_pressure_evicts_uploaded_layers_and_reads_bring_them_back(ps_env_f
     assert all(residence(env).values())
     env.compare_relations(lsn).check()
     assert http.metric_value("pageserver_disk_usage_evicted_bytes_total") == before
+
+
+@pytest.mark.allowed_errors(r"failpoint layer-")
+@pytest.mark.parametrize("failpoint", ["layer-evict-after-stub", "layer-download-after-rename"])
+def test_a_crash_mid_eviction_or_download_loses_nothing(ps_env_factory, test_dir, failpoint):
+    """The process exits with both a layer's file and its stub on disk (right after an
+    eviction wrote the stub, or right after a download renamed the file into place): the
+    restart keeps the file, removes the stub, and every page is still the compute's."""
+    bucket = local_fs_bucket(test_dir.path / "bucket")
+    env = ps_env_factory(config={"remote_storage": bucket.config})
+    http, tenant, timeline = env.http, env.tenant, env.timeline
+    compute = env.import_compute()
+    compute.pg.safe_psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 20000) g")
+    lsn = env.checkpoint_and_wait()
+    http.timeline_checkpoint(tenant, timeline)
+    wait_until(lambda: uploaded(env), 60, what="the layers uploaded")
+    name = next(iter(residence(env)))
+    if failpoint == "layer-download-after-rename":
+        http.evict_layer(tenant, timeline, name)
+    http.configure_failpoints((failpoint, "exit"))
+    call = http.evict_layer if failpoint == "layer-evict-after-stub" else http.download_layer
+    with pytest.raises(requests.RequestException):
+        call(tenant, timeline, name)
+    ps = env.pageserver
+    wait_until(lambda: not ps.is_running(), timeout=30, what="the pageserver exited")
+    d = ps.timeline_dir(tenant, timeline)
+    assert (d / name).exists() and (d / f"{name}.evicted").exists()
+    ps.start()
+    wait_timeline_state(http, tenant, timeline, "Active")
+    assert not (d / f"{name}.evicted").exists()
+    assert residence(env)[name] is True
+    env.run_oracle(lsn).check()

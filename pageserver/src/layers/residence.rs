@@ -245,6 +245,8 @@ impl Layer {
         let stub = EvictedStub::new(meta);
         let stub_path = EvictedStub::path(&self.home.dir, &self.name);
         stub.persist(&stub_path, self.home.sync)?;
+        // Tests crash here (`exit`): the file and its stub both exist.
+        let _ = utils::failpoint::eval("layer-evict-after-stub");
         let path = self.local_path();
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -299,6 +301,8 @@ impl Layer {
                 name: self.name.clone(),
                 reason: e.to_string(),
             })??;
+        // Tests crash here (`exit`): the verified file is in place, its stub not yet gone.
+        let _ = utils::failpoint::eval_async("layer-download-after-rename").await;
         let file = Arc::new(file);
         *self.state.lock() = Residence::Resident(file.clone());
         self.last_access.store(now_secs(), Ordering::Relaxed);
