@@ -85,10 +85,9 @@ pub struct ImportResult {
     pub lsn: Lsn,
     /// The checkpoint record's start.
     pub prev_record_lsn: Lsn,
-    /// The layer written.
-    pub layer: LayerName,
-    /// Its path.
-    pub path: PathBuf,
+    /// The image layers written, in key order, with their paths: together they cover the
+    /// whole key space.
+    pub layers: Vec<(LayerName, PathBuf)>,
     /// Relation forks imported.
     pub relations: usize,
     /// Pages imported (relations and SLRUs).
@@ -311,15 +310,20 @@ pub fn import_datadir(
     let lsn = checkpoint_end(datadir, &control)?;
     let m = scan(datadir)?;
 
-    let name = LayerName::image(Key::MIN..Key::MAX, lsn);
-    let mut w = LayerWriter::create(layer_dir, tenant_id, timeline_id, &name, true)?;
+    let mut w = ImageLayers::new(
+        layer_dir,
+        tenant_id,
+        timeline_id,
+        lsn,
+        IMAGE_LAYER_TARGET_BYTES,
+        sync,
+    );
     let mut stored = bytes::BytesMut::new();
-    let mut put = |w: &mut LayerWriter, key: Key, v: Value| -> Result<(), ImportError> {
+    let mut put = |w: &mut ImageLayers, key: Key, v: Value| -> Result<(), ImportError> {
         stored.clear();
         let is_image = matches!(v, Value::Image(_));
         value::encode(&v, &mut stored);
-        w.put(key, lsn, &stored, true, is_image)?;
-        Ok(())
+        w.put(key, &stored, is_image)
     };
     let mut pages = 0u64;
     let mut sizes = Vec::new();
@@ -439,21 +443,148 @@ pub fn import_datadir(
             Value::Image(keyspace::encode_file_value(rel_path, &contents).into()),
         )?;
     }
-    let (path, _size) = w.finish(sync)?;
+    let layers = w.finish()?;
     Ok(ImportResult {
         lsn,
         prev_record_lsn: control.checkpoint,
-        layer: name,
-        path,
+        layers,
         relations: m.rels.len(),
         pages,
         system_id: control.system_identifier,
     })
 }
 
+/// Bytes of values (as stored, after compression) after which the import starts a new image
+/// layer: a read of an evicted layer downloads one such layer, not the whole database.
+pub const IMAGE_LAYER_TARGET_BYTES: u64 = 32 << 20;
+
+/// The import's image layers at one LSN, cut by key range at about `target` bytes each.
+/// Invariant: their key ranges are adjacent and together `[Key::MIN, Key::MAX)`, so an
+/// image layer still answers for every key of its range (a key absent from it does not
+/// exist at the LSN).
+struct ImageLayers {
+    dir: PathBuf,
+    tenant_id: TenantId,
+    timeline_id: TimelineId,
+    lsn: Lsn,
+    target: u64,
+    current: Option<LayerWriter>,
+    current_start: Key,
+    done: Vec<(LayerName, PathBuf)>,
+    sync: Sync,
+}
+
+impl ImageLayers {
+    fn new(
+        dir: &Path,
+        tenant_id: TenantId,
+        timeline_id: TimelineId,
+        lsn: Lsn,
+        target: u64,
+        sync: Sync,
+    ) -> Self {
+        ImageLayers {
+            dir: dir.to_path_buf(),
+            tenant_id,
+            timeline_id,
+            lsn,
+            target,
+            current: None,
+            current_start: Key::MIN,
+            done: Vec::new(),
+            sync,
+        }
+    }
+
+    fn writer(&mut self) -> Result<&mut LayerWriter, ImportError> {
+        if self.current.is_none() {
+            let name = LayerName::image(self.current_start..Key::MAX, self.lsn);
+            self.current = Some(LayerWriter::create(
+                &self.dir,
+                self.tenant_id,
+                self.timeline_id,
+                &name,
+                true,
+            )?);
+        }
+        self.current
+            .as_mut()
+            .ok_or_else(|| ImportError::Invalid("no layer writer".into()))
+    }
+
+    /// Keys come in increasing order; a full layer is closed at the first key it cannot
+    /// take, which starts the next.
+    fn put(&mut self, key: Key, stored: &[u8], is_image: bool) -> Result<(), ImportError> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|w| w.bytes_written() >= self.target)
+        {
+            self.close(key)?;
+        }
+        let lsn = self.lsn;
+        self.writer()?.put(key, lsn, stored, true, is_image)?;
+        Ok(())
+    }
+
+    fn close(&mut self, end: Key) -> Result<(), ImportError> {
+        if let Some(mut w) = self.current.take() {
+            w.set_key_end(end)?;
+            let name = LayerName::image(self.current_start..end, self.lsn);
+            let (path, _) = w.finish(self.sync)?;
+            self.done.push((name, path));
+            self.current_start = end;
+        }
+        Ok(())
+    }
+
+    /// Closes the last layer at `Key::MAX` (an empty one when nothing was put).
+    fn finish(mut self) -> Result<Vec<(LayerName, PathBuf)>, ImportError> {
+        self.writer()?;
+        self.close(Key::MAX)?;
+        Ok(self.done)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_layers_are_cut_by_size_and_cover_the_key_space_without_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, tl) = (TenantId::generate(), TimelineId::generate());
+        let mut w = ImageLayers::new(dir.path(), t, tl, Lsn(0x100), 64 << 10, Sync::No);
+        let key = |n: u32| Key { f6: n, ..Key::MIN };
+        let page = vec![7u8; BLCKSZ];
+        for n in 0..100u32 {
+            // Incompressible: xorshift noise, seeded per page.
+            let mut p = page.clone();
+            let mut x = 0x9E37_79B9_u32 ^ (n + 1);
+            for b in p.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = x as u8;
+            }
+            w.put(key(n), &p, true).unwrap();
+        }
+        let layers = w.finish().unwrap();
+        assert!(layers.len() > 5, "{} layers", layers.len());
+        assert_eq!(layers[0].0.key_range.start, Key::MIN);
+        assert_eq!(layers.last().unwrap().0.key_range.end, Key::MAX);
+        for pair in layers.windows(2) {
+            assert_eq!(pair[0].0.key_range.end, pair[1].0.key_range.start);
+        }
+        let cache = std::sync::Arc::new(crate::page_cache::PageCache::new(16));
+        let mut found = 0;
+        for (name, path) in &layers {
+            let f = crate::layers::file_format::LayerFile::open(path, cache.clone()).unwrap();
+            assert_eq!(f.summary().name(), *name);
+            found += f.summary().value_count;
+        }
+        assert_eq!(found, 100);
+    }
 
     #[test]
     fn relation_file_names() {

@@ -260,6 +260,30 @@ impl LayerWriter {
         })
     }
 
+    /// Bytes written so far (values, compressed where they were).
+    pub fn bytes_written(&self) -> u64 {
+        self.offset
+    }
+
+    /// Ends the layer's key range at `end` instead of the end it was created with (a
+    /// writer that cuts a key space into several layers learns where one ends only when
+    /// the next key arrives). Every key put must be below `end`.
+    pub fn set_key_end(&mut self, end: Key) -> Result<(), LayerFileError> {
+        if self.summary.key_range.start >= end || self.last.is_some_and(|(k, _)| k >= end) {
+            return Err(LayerFileError::Usage(format!(
+                "key range end {end} does not lie above the layer's keys"
+            )));
+        }
+        self.summary.key_range.end = end;
+        let name = LayerName {
+            kind: self.summary.kind,
+            key_range: self.summary.key_range.clone(),
+            lsn_range: self.summary.lsn_range.clone(),
+        };
+        self.path = self.path.with_file_name(name.to_string());
+        Ok(())
+    }
+
     /// Appends the stored form of a value (`crate::value`) for `key` at `lsn`.
     /// `is_image`: the value is an image (a candidate for compression).
     pub fn put(
