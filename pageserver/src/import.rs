@@ -456,7 +456,7 @@ pub fn import_datadir(
 
 /// Bytes of values (as stored, after compression) after which the import starts a new image
 /// layer: a read of an evicted layer downloads one such layer, not the whole database.
-pub const IMAGE_LAYER_TARGET_BYTES: u64 = 32 << 20;
+pub const IMAGE_LAYER_TARGET_BYTES: u64 = 16 << 20;
 
 /// The import's image layers at one LSN, cut by key range at about `target` bytes each.
 /// Invariant: their key ranges are adjacent and together `[Key::MIN, Key::MAX)`, so an
