@@ -59,6 +59,7 @@ impl UpcallError {
 pub struct ControlPlaneClient {
     base: String,
     token: Option<String>,
+    node_id: Option<NodeId>,
     http: reqwest::Client,
 }
 
@@ -72,8 +73,15 @@ impl ControlPlaneClient {
         Ok(ControlPlaneClient {
             base: base.trim_end_matches('/').to_string(),
             token,
+            node_id: None,
             http,
         })
+    }
+
+    /// Validations name this node: a generation then counts only where it was placed.
+    pub fn for_node(mut self, node_id: NodeId) -> ControlPlaneClient {
+        self.node_id = Some(node_id);
+        self
     }
 
     async fn post<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
@@ -129,6 +137,7 @@ impl ControlPlaneClient {
         tenants: &[(TenantId, Generation)],
     ) -> Result<HashMap<(TenantId, Generation), bool>, UpcallError> {
         let body = ValidateRequest {
+            node_id: self.node_id,
             tenants: tenants
                 .iter()
                 .map(|&(id, generation)| ValidateTenant { id, generation })

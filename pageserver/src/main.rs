@@ -197,7 +197,9 @@ async fn serve(workdir: PathBuf, conf: PageserverConfig, node_id: NodeId) -> any
                         })
                 })
                 .transpose()?;
-            ControlPlaneClient::new(api, token).context("control_plane_api client")
+            ControlPlaneClient::new(api, token)
+                .map(|c| c.for_node(node_id))
+                .context("control_plane_api client")
         })
         .transpose()?;
     let deletions = match &remote {

@@ -49,6 +49,11 @@ def test_a_superseded_pageserver_cannot_trim_wal_or_delete_the_new_owners_object
         env.http.tenant_create(unplaced)
     assert refused.value.status == 409 and "attach-hook" in refused.value.msg, refused.value
     assert not env.pageserver.tenant_dir(unplaced).exists()
+    # Nor one placed on another node, even in generation 1.
+    assert sc.attach_hook(unplaced, 2) == 1
+    with pytest.raises(ApiError) as refused:
+        env.http.tenant_create(unplaced)
+    assert refused.value.status == 409 and "attach-hook" in refused.value.msg, refused.value
     # The controller places the tenant before the pageserver creates it (generation 1).
     assert sc.attach_hook(tenant, 1) == 1
     compute = env.import_compute()

@@ -150,7 +150,7 @@ async fn validate(
             .tenants
             .into_iter()
             .map(|t| ValidateResult {
-                valid: s.validate(t.id, t.generation),
+                valid: s.validate(t.id, t.generation, req.node_id),
                 id: t.id,
                 generation: t.generation,
             })

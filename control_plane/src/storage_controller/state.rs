@@ -202,11 +202,17 @@ impl ControllerState {
         Ok(out)
     }
 
-    /// Whether `generation` is `tenant`'s current one (false for an unknown tenant).
-    pub fn validate(&self, tenant: TenantId, generation: Generation) -> bool {
-        self.tenants
-            .get(&tenant)
-            .is_some_and(|p| p.generation == generation)
+    /// Whether `generation` is `tenant`'s current one (false for an unknown tenant), and,
+    /// when `node` is given, the tenant is placed on it or on no node (a detached tenant's
+    /// last holder may finish).
+    pub fn validate(&self, tenant: TenantId, generation: Generation, node: Option<NodeId>) -> bool {
+        self.tenants.get(&tenant).is_some_and(|p| {
+            p.generation == generation
+                && match (node, p.node_id) {
+                    (Some(asking), Some(placed)) => asking == placed,
+                    _ => true,
+                }
+        })
     }
 
     /// The tenant's placement, if known.
@@ -229,9 +235,11 @@ mod tests {
         let mut s = ControllerState::load(dir.path(), Sync::Yes).unwrap();
         assert_eq!(s.attach(tid(1), NodeId(1)).unwrap(), Generation(1));
         assert_eq!(s.attach(tid(1), NodeId(2)).unwrap(), Generation(2));
-        assert!(!s.validate(tid(1), Generation(1)));
-        assert!(s.validate(tid(1), Generation(2)));
-        assert!(!s.validate(tid(9), Generation(1)));
+        assert!(!s.validate(tid(1), Generation(1), None));
+        assert!(s.validate(tid(1), Generation(2), None));
+        assert!(s.validate(tid(1), Generation(2), Some(NodeId(2))));
+        assert!(!s.validate(tid(1), Generation(2), Some(NodeId(1))));
+        assert!(!s.validate(tid(9), Generation(1), None));
         assert_eq!(s.attach(tid(2), NodeId(1)).unwrap(), Generation(1));
         drop(s);
 
@@ -240,12 +248,14 @@ mod tests {
             s.re_attach(NodeId(2)).unwrap(),
             vec![(tid(1), Generation(3))]
         );
-        assert!(s.validate(tid(1), Generation(3)));
+        assert!(s.validate(tid(1), Generation(3), None));
         assert!(s.detach(tid(1)).unwrap());
         assert!(!s.detach(tid(7)).unwrap());
         assert_eq!(s.re_attach(NodeId(2)).unwrap(), vec![]);
-        // Detached keeps the generation current; the next attach supersedes it.
-        assert!(s.validate(tid(1), Generation(3)));
+        // Detached keeps the generation current (for its last holder too); the next
+        // attach supersedes it.
+        assert!(s.validate(tid(1), Generation(3), None));
+        assert!(s.validate(tid(1), Generation(3), Some(NodeId(2))));
         drop(s);
         let s = ControllerState::load(dir.path(), Sync::Yes).unwrap();
         assert_eq!(s.get(tid(1)).unwrap().node_id, None);
@@ -279,7 +289,7 @@ mod tests {
         std::fs::create_dir(&sub).unwrap();
         s.path = sub.join("x").join(STATE_FILE);
         assert!(s.attach(tid(1), NodeId(2)).is_err());
-        assert!(s.validate(tid(1), Generation(1)));
+        assert!(s.validate(tid(1), Generation(1), None));
         assert_eq!(s.get(tid(1)).unwrap().node_id, Some(NodeId(1)));
     }
 }

@@ -53,6 +53,10 @@ pub struct ValidateTenant {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
+    /// The asking node: when given, a generation is valid only if the tenant is placed on
+    /// this node (or on none: detached, its last holder may finish).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<NodeId>,
     /// The generations to check.
     pub tenants: Vec<ValidateTenant>,
 }
