@@ -79,27 +79,17 @@ pub fn plan<L>(mut candidates: Vec<Candidate<L>>, need: u64) -> Vec<Candidate<L>
 
 /// Every resident layer the uploaded indexes name, with what they say of it.
 fn candidates(tenants: &TenantManager) -> Vec<Candidate<(Arc<Layer>, LayerFileMeta)>> {
-    let mut out = Vec::new();
-    for t in tenants.list() {
-        for tl in t.timelines() {
-            let Some(index) = tl.remote_client().and_then(|c| c.uploaded_index()) else {
-                continue;
-            };
-            for (name, layer) in tl.layers.read().historic.iter() {
-                if !layer.is_resident() {
-                    continue;
-                }
-                if let Some(meta) = index.layer_metadata.get(&name.to_string()) {
-                    out.push(Candidate {
-                        last_access: layer.last_access(),
-                        size: layer.file_size(),
-                        layer: (layer.clone(), *meta),
-                    });
-                }
-            }
-        }
-    }
-    out
+    tenants
+        .list()
+        .iter()
+        .flat_map(|t| t.timelines())
+        .flat_map(|tl| tl.evictable_layers())
+        .map(|(layer, meta)| Candidate {
+            last_access: layer.last_access(),
+            size: layer.file_size(),
+            layer: (layer, meta),
+        })
+        .collect()
 }
 
 /// One round: measure, plan, evict. Returns the bytes evicted.

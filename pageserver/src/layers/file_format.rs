@@ -465,6 +465,7 @@ pub struct LayerFile {
     path: PathBuf,
     file: File,
     file_id: u64,
+    len: u64,
     summary: Summary,
     cache: Arc<PageCache>,
 }
@@ -542,6 +543,7 @@ impl LayerFile {
             path: path.to_path_buf(),
             file,
             file_id: next_id(),
+            len,
             summary,
             cache,
         })
@@ -550,6 +552,11 @@ impl LayerFile {
     /// The decoded summary.
     pub fn summary(&self) -> &Summary {
         &self.summary
+    }
+
+    /// Bytes of the file (as verified at open).
+    pub fn file_size(&self) -> u64 {
+        self.len
     }
 
     /// The file's path.

@@ -176,7 +176,7 @@ fn now_secs() -> u64 {
 impl Layer {
     /// A layer whose file is open.
     pub fn resident(name: LayerName, file: Arc<LayerFile>, home: Arc<LayerHome>) -> Arc<Layer> {
-        let size = std::fs::metadata(file.path()).map_or(0, |m| m.len());
+        let size = file.file_size();
         Arc::new(Layer {
             name,
             home,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::Timeline;
 use crate::layers::LayerName;
 use crate::layers::residence::{Layer, ResidenceError};
+use crate::remote_timeline_client::index::LayerFileMeta;
 
 /// Why an eviction or download was refused.
 #[derive(Debug, thiserror::Error)]
@@ -55,26 +56,32 @@ impl Timeline {
         Ok(layer.evict(meta)?)
     }
 
-    /// Evicts every resident layer the uploaded index names; returns how many.
-    pub fn evict_all_layers(&self) -> Result<usize, EvictionError> {
-        let Some(client) = self.remote_client() else {
-            return Err(EvictionError::NoRemoteStorage);
+    /// The resident layers the uploaded index names, with what it says of each: the ones
+    /// that may be evicted (empty without remote storage or before the first upload).
+    pub fn evictable_layers(&self) -> Vec<(Arc<Layer>, LayerFileMeta)> {
+        let Some(index) = self.remote_client().and_then(|c| c.uploaded_index()) else {
+            return Vec::new();
         };
-        let Some(index) = client.uploaded_index() else {
-            return Ok(0);
-        };
-        let layers: Vec<Arc<Layer>> = self
-            .layers
+        self.layers
             .read()
             .historic
             .iter()
-            .map(|(_, l)| l.clone())
-            .collect();
+            .filter(|(_, l)| l.is_resident())
+            .filter_map(|(name, l)| {
+                let meta = index.layer_metadata.get(&name.to_string())?;
+                Some((l.clone(), *meta))
+            })
+            .collect()
+    }
+
+    /// Evicts every resident layer the uploaded index names; returns how many.
+    pub fn evict_all_layers(&self) -> Result<usize, EvictionError> {
+        if self.remote_client().is_none() {
+            return Err(EvictionError::NoRemoteStorage);
+        }
         let mut evicted = 0;
-        for layer in layers {
-            if let Some(meta) = index.layer_metadata.get(&layer.name().to_string())
-                && layer.evict(*meta)?
-            {
+        for (layer, meta) in self.evictable_layers() {
+            if layer.evict(meta)? {
                 evicted += 1;
             }
         }

@@ -88,7 +88,7 @@ impl Timeline {
             metrics::LAYERS.with_label_values(&[kind_label(name)]).inc();
             metrics::LAYER_BYTES
                 .with_label_values(&[kind_label(name)])
-                .add(file_size(file) as i64);
+                .add(file.file_size() as i64);
         }
         if let Some(rec) = change.disk_consistent {
             let meta = {
@@ -219,8 +219,4 @@ fn kind_label(name: &LayerName) -> &'static str {
         crate::layers::LayerKind::Delta => "delta",
         crate::layers::LayerKind::Image => "image",
     }
-}
-
-fn file_size(file: &LayerFile) -> u64 {
-    std::fs::metadata(file.path()).map(|m| m.len()).unwrap_or(0)
 }

@@ -37,6 +37,11 @@ use crate::walrecord::WalRecord;
 use crate::walredo::WalRedoError;
 use postgres_ffi::BLCKSZ;
 
+/// The bytes of relation forks of these sizes (in blocks).
+fn total_bytes(rels: &BTreeMap<RelTag, u32>) -> u64 {
+    rels.values().map(|n| u64::from(*n) * BLCKSZ as u64).sum()
+}
+
 /// How many evicted layers one read may download before it gives up (each download makes
 /// the read start over; more than this means layers are evicted as fast as they return).
 const MAX_DOWNLOADS_PER_READ: usize = 64;
@@ -473,20 +478,12 @@ impl Timeline {
 
     /// A database's size in bytes (its relation forks) at `lsn`.
     pub fn db_size(&self, spcnode: u32, dbnode: u32, lsn: Lsn) -> Result<u64, ReadError> {
-        Ok(self
-            .list_rels(spcnode, dbnode, lsn)?
-            .values()
-            .map(|n| u64::from(*n) * BLCKSZ as u64)
-            .sum())
+        Ok(total_bytes(&self.list_rels(spcnode, dbnode, lsn)?))
     }
 
     /// The logical size: every relation fork's bytes at `lsn`.
     pub fn logical_size(&self, lsn: Lsn) -> Result<u64, ReadError> {
-        Ok(self
-            .list_all_rels(lsn)?
-            .values()
-            .map(|n| u64::from(*n) * BLCKSZ as u64)
-            .sum())
+        Ok(total_bytes(&self.list_all_rels(lsn)?))
     }
 
     /// [`Timeline::logical_size`] from the cache or from resident layers only: `None` when
@@ -496,8 +493,7 @@ impl Timeline {
         if let Some(size) = self.logical_sizes.lock().get(&lsn) {
             return Some(*size);
         }
-        let rels = self.all_rels(lsn, false).ok()?;
-        Some(rels.values().map(|n| u64::from(*n) * BLCKSZ as u64).sum())
+        Some(total_bytes(&self.all_rels(lsn, false).ok()?))
     }
 
     /// [`Timeline::logical_size`] through the per-timeline cache (the size model asks for the
